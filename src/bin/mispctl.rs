@@ -1,0 +1,3 @@
+fn main() {
+    println!("mispctl {}", env!("CARGO_PKG_VERSION"));
+}

@@ -1,0 +1,3 @@
+fn main() {
+    println!("mispd {}", env!("CARGO_PKG_VERSION"));
+}
