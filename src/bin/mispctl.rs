@@ -1,3 +1,4 @@
-fn main() {
-    println!("mispctl {}", env!("CARGO_PKG_VERSION"));
+//! `mispctl`: a shim over `mispd::ctl`.
+fn main() -> std::process::ExitCode {
+    mispd::ctl::main()
 }

@@ -1,3 +1,45 @@
-fn main() {
-    println!("mispd {}", env!("CARGO_PKG_VERSION"));
+//! `mispd`: the daemon. A shim over `mispd::daemon`.
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Brings MISP threat intelligence onto this host: syncs MISP servers and feeds over pinned TLS,
+/// validates every indicator, and serves the validated set on a local Unix socket.
+#[derive(Parser)]
+#[command(name = "mispd", version, about, long_about = None)]
+struct Args {
+    /// The configuration file.
+    #[arg(short, long, default_value = "/etc/mispd/mispd.toml")]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Err(e) = mispd::sys::harden_process() {
+        eprintln!("mispd: cannot disable core dumps: {e}");
+        return ExitCode::from(1);
+    }
+    mispd::logging::init();
+    let config = match mispd::config::Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(mispd::daemon::run(args.config, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(1)
+        }
+    }
 }

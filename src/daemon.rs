@@ -1,0 +1,74 @@
+//! The daemon's life from start to exit: load the snapshot, publish the first view, bind the
+//! socket, `READY=1`, supervise until SIGTERM, drain, final snapshot, exit 0.
+
+use crate::config::Config;
+use crate::model::now_epoch;
+use crate::state::{Shared, View};
+use crate::supervisor::Supervisor;
+use crate::{notify, query, snapshot};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// How long in-flight queries may take to finish after SIGTERM.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("query socket: {0}")]
+    Socket(String),
+    #[error("signals: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Load the last known-good state. A damaged snapshot is moved aside and the daemon starts empty.
+pub fn restore(config: &Config) -> Option<snapshot::Restored> {
+    let dir = &config.daemon.state_dir;
+    match snapshot::load(dir) {
+        Ok(r) => r,
+        Err(snapshot::SnapshotError::Io { path, source }) => {
+            tracing::error!(path = %path.display(), error = %source, "cannot read the snapshot; starting empty");
+            None
+        }
+        Err(e) => {
+            match snapshot::quarantine_file(dir, now_epoch()) {
+                Ok(to) => tracing::error!(error = %e, moved_to = %to.display(), "damaged snapshot moved aside; starting empty and syncing"),
+                Err(m) => tracing::error!(error = %e, move_error = %m, "damaged snapshot could not be moved aside; starting empty"),
+            }
+            None
+        }
+    }
+}
+
+pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError> {
+    let restored = restore(&config);
+    if let Some(r) = &restored {
+        let n: usize = r.sources.values().map(|s| s.indicators.len()).sum();
+        tracing::info!(indicators = n, "snapshot loaded: serving the last known-good set before any sync");
+    }
+    let (admin_tx, admin_rx) = mpsc::channel(8);
+    let shared = Shared::new(View::default(), admin_tx);
+    let query_settings = config.query.clone();
+    let mut supervisor = Supervisor::new(config_path, config, shared.clone(), admin_rx, restored);
+    supervisor.publish_initial().await;
+
+    let listener = match query::from_systemd() {
+        Some(l) => {
+            tracing::info!("using the query socket passed by systemd");
+            l
+        }
+        None => query::bind(&query_settings).map_err(|e| DaemonError::Socket(e.to_string()))?,
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server = tokio::spawn(query::serve(listener, shared.clone(), query_settings.clone(), stop_rx));
+    tracing::info!(socket = %query_settings.socket.display(), "query service listening");
+    notify::ready(&supervisor.status_line());
+
+    supervisor.run().await.map_err(DaemonError::Signals)?;
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(DRAIN_TIMEOUT, server).await.is_err() {
+        tracing::warn!("in-flight queries did not finish in time");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,526 @@
+//! The supervisor: owns the per-source published sets, runs one worker per source, applies
+//! breakers and corroboration, builds each new generation of the index and publishes it
+//! atomically, reloads on SIGHUP, feeds the watchdog, and drains on SIGTERM.
+
+use crate::config::{Config, SourceKind, SourceSettings, Trust};
+use crate::credentials::KeySlot;
+use crate::index::Index;
+use crate::model::{now_epoch, rfc3339, HeldChange, Indicator, Kind, Rejection, SourceState, SourceStatus};
+use crate::state::{AdminCommand, Shared, View};
+use crate::sync::worker::{fetcher_for, Worker, WorkerEvent, WorkerHandle, WorkerState};
+use crate::validate::{breaker, Protected, Validator};
+use crate::{notify, snapshot};
+use arc_swap::ArcSwap;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// How many sample values a rejection summary names in the journal.
+const REJECTION_SAMPLES: usize = 5;
+
+struct SourceSlot {
+    settings: SourceSettings,
+    name: Arc<str>,
+    status: SourceStatus,
+    /// What is served for this source: the last known-good validated set.
+    published: Arc<Vec<Indicator>>,
+    /// A validated set a breaker refused, waiting for release.
+    held: Option<Vec<Indicator>>,
+    quarantine: Vec<Rejection>,
+    key: Option<Arc<KeySlot>>,
+    worker: Option<WorkerHandle>,
+    stale_warned: bool,
+}
+
+pub struct Supervisor {
+    config_path: PathBuf,
+    config: Config,
+    shared: Arc<Shared>,
+    validator: Arc<ArcSwap<Validator>>,
+    revalidate: watch::Sender<u64>,
+    slots: Vec<SourceSlot>,
+    generation: u64,
+    index: Arc<Index>,
+    events_tx: mpsc::Sender<WorkerEvent>,
+    events_rx: mpsc::Receiver<WorkerEvent>,
+    admin_rx: mpsc::Receiver<AdminCommand>,
+}
+
+/// Load the validator for a configuration, logging list problems (never fatal).
+pub fn build_validator(config: &Config) -> Validator {
+    let hosts: Vec<String> = config.sources.iter().filter_map(|s| s.host()).collect();
+    let protected = Protected::discover(&hosts, &config.daemon.resolv_conf);
+    let (validator, warnings) = Validator::load(&config.validation, protected);
+    for w in warnings {
+        tracing::warn!(warning = %w, "warninglist or allowlist problem; the rest is loaded");
+    }
+    validator
+}
+
+impl Supervisor {
+    pub fn new(
+        config_path: PathBuf,
+        config: Config,
+        shared: Arc<Shared>,
+        admin_rx: mpsc::Receiver<AdminCommand>,
+        restored: Option<snapshot::Restored>,
+    ) -> Supervisor {
+        let validator = Arc::new(ArcSwap::from_pointee(build_validator(&config)));
+        let (events_tx, events_rx) = mpsc::channel(64);
+        let (revalidate, _) = watch::channel(0);
+        let mut sup = Supervisor {
+            config_path,
+            config,
+            shared,
+            validator,
+            revalidate,
+            slots: Vec::new(),
+            generation: 0,
+            index: Arc::new(Index::default()),
+            events_tx,
+            events_rx,
+            admin_rx,
+        };
+        let mut restored = restored.unwrap_or_default();
+        for s in sup.config.sources.clone() {
+            let mut slot = new_slot(s);
+            if let Some(r) = restored.sources.remove(&*slot.name) {
+                slot.published = Arc::new(r.indicators);
+                slot.quarantine = r.quarantine;
+                slot.held = r.held;
+                slot.status.indicators = slot.published.len();
+                slot.status.quarantined = slot.quarantine.len();
+                slot.status.last_success_epoch = r.last_success;
+                slot.status.last_success = r.last_success.map(rfc3339);
+                if let Some(h) = r.held_change {
+                    slot.status.held = Some(h);
+                    slot.status.state = SourceState::Held;
+                }
+            }
+            sup.slots.push(slot);
+        }
+        sup.generation = restored.generation;
+        sup
+    }
+
+    /// Build and publish the first view (from the snapshot, if any) before `READY=1`.
+    pub async fn publish_initial(&mut self) {
+        self.rebuild().await;
+    }
+
+    /// Start every worker and run until SIGTERM/SIGINT. Returns after the final snapshot.
+    pub async fn run(mut self) -> std::io::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        for i in 0..self.slots.len() {
+            self.start_worker(i, WorkerState::default());
+        }
+        self.publish_view();
+        let wd = notify::watchdog_interval();
+        let mut wd_tick = tokio::time::interval(wd.unwrap_or(Duration::from_secs(3600)));
+        let mut stale_tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                Some(ev) = self.events_rx.recv() => self.on_event(ev).await,
+                Some(cmd) = self.admin_rx.recv() => self.on_admin(cmd).await,
+                _ = hup.recv() => self.reload().await,
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = wd_tick.tick(), if wd.is_some() => {
+                    if self.healthy().await {
+                        notify::watchdog();
+                    } else {
+                        tracing::error!("health probe failed: not feeding the watchdog");
+                    }
+                }
+                _ = stale_tick.tick() => self.check_stale(),
+            }
+        }
+        notify::stopping();
+        tracing::info!("stopping: workers first, then the final snapshot");
+        for i in 0..self.slots.len() {
+            self.stop_worker(i).await;
+        }
+        self.write_snapshot().await;
+        Ok(())
+    }
+
+    fn start_worker(&mut self, i: usize, state: WorkerState) {
+        let slot = &mut self.slots[i];
+        if slot.settings.kind == SourceKind::Misp && slot.key.is_none() {
+            let name = slot.settings.api_key.clone().unwrap_or_default();
+            match crate::credentials::load_slot(
+                &name,
+                std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from).as_deref(),
+                &self.config.daemon.credentials_dir,
+                slot.settings.allow_nonstandard_key,
+            ) {
+                Ok(k) => slot.key = Some(Arc::new(k)),
+                Err(e) => {
+                    tracing::error!(source = %slot.name, error = %e, "credential refused; this source is disabled, the others keep running");
+                    slot.status.state = SourceState::Disabled;
+                    slot.status.last_error = Some(e.to_string());
+                    return;
+                }
+            }
+        }
+        let fetcher = match fetcher_for(&slot.settings, slot.key.clone()) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(source = %slot.name, error = %e, "cannot set up this source; it is disabled");
+                slot.status.state = SourceState::Disabled;
+                slot.status.last_error = Some(e.to_string());
+                return;
+            }
+        };
+        let worker = Worker {
+            name: slot.name.clone(),
+            settings: slot.settings.clone(),
+            fetcher,
+            validator: self.validator.clone(),
+            revalidate: self.revalidate.subscribe(),
+            events: self.events_tx.clone(),
+        };
+        slot.worker = Some(worker.spawn(state));
+    }
+
+    async fn stop_worker(&mut self, i: usize) -> WorkerState {
+        match self.slots[i].worker.take() {
+            Some(h) => {
+                let _ = h.stop.send(true);
+                h.task.await.unwrap_or_default()
+            }
+            None => WorkerState::default(),
+        }
+    }
+
+    async fn on_event(&mut self, ev: WorkerEvent) {
+        match ev {
+            WorkerEvent::Syncing { source } => {
+                if let Some(slot) = self.slot_mut(&source) {
+                    if slot.status.state != SourceState::Held {
+                        slot.status.state = SourceState::Syncing;
+                    }
+                }
+                self.publish_view();
+            }
+            WorkerEvent::Failed { source, error, auth, retry_in } => {
+                let Some(slot) = self.slot_mut(&source) else { return };
+                tracing::warn!(source = %source, error = %error, retry_in_secs = retry_in.as_secs(), "sync failed; still serving the last good data");
+                slot.status.last_error = Some(error);
+                if slot.status.state != SourceState::Held {
+                    slot.status.state = if auth {
+                        SourceState::AuthFailed
+                    } else if slot.status.last_success_epoch.is_some() && !is_stale(slot, now_epoch()) {
+                        SourceState::Degraded
+                    } else {
+                        SourceState::Failing
+                    };
+                }
+                self.publish_view();
+            }
+            WorkerEvent::Synced { source, indicators, rejected, attributes, skipped, key_expires, took, fetched } => {
+                let Some(i) = self.slots.iter().position(|s| *s.name == *source) else { return };
+                log_rejections(&source, &rejected);
+                let limits = self.config.validation.breaker_limits();
+                let slot = &mut self.slots[i];
+                slot.status.key_expires = key_expires.or(slot.status.key_expires.take());
+                let (added, removed) = diff_counts(&slot.published, &indicators);
+                let current = distinct(&slot.published);
+                let verdict = if fetched {
+                    breaker::judge_change(current, added, removed, &limits)
+                } else {
+                    // Re-validation after a reload removes what new rules reject; it is not remote data.
+                    breaker::BreakerVerdict::Apply
+                };
+                let now = now_epoch();
+                slot.quarantine = rejected;
+                slot.quarantine.truncate(self.config.daemon.quarantine_limit);
+                slot.status.quarantined = slot.quarantine.len();
+                if fetched {
+                    slot.status.last_success_epoch = Some(now);
+                    slot.status.last_success = Some(rfc3339(now));
+                    slot.status.last_error = None;
+                    slot.stale_warned = false;
+                }
+                let changed = added > 0 || removed > 0 || slot.published.len() != indicators.len();
+                match verdict {
+                    breaker::BreakerVerdict::Apply => {
+                        tracing::info!(source = %source, attributes, indicators = indicators.len(), skipped, added, removed, took_ms = took.as_millis() as u64, "sync applied");
+                        slot.published = Arc::new(indicators);
+                        slot.held = None;
+                        slot.status.held = None;
+                        slot.status.state = SourceState::Ok;
+                        slot.status.indicators = slot.published.len();
+                        if changed {
+                            self.rebuild().await;
+                            self.write_snapshot().await;
+                        } else {
+                            self.publish_view();
+                        }
+                    }
+                    breaker::BreakerVerdict::Hold { reason } => {
+                        tracing::error!(source = %source, added, removed, current, reason = %reason, "mass change held: still serving the last known-good set; release with `mispctl release {source}`");
+                        slot.held = Some(indicators);
+                        slot.status.held = Some(HeldChange { added, removed, current, reason, since: now });
+                        slot.status.state = SourceState::Held;
+                        self.publish_view();
+                        self.write_snapshot().await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_admin(&mut self, cmd: AdminCommand) {
+        match cmd {
+            AdminCommand::Release { source, reply } => {
+                let result = match self.slot_mut(&source) {
+                    None => Err(format!("no source named `{source}`")),
+                    Some(slot) => match slot.held.take() {
+                        None => Err(format!("source `{source}` has no held change")),
+                        Some(set) => {
+                            let h = slot.status.held.take();
+                            slot.published = Arc::new(set);
+                            slot.status.indicators = slot.published.len();
+                            slot.status.state = SourceState::Ok;
+                            let msg = match h {
+                                Some(h) => format!("released `{source}`: +{} -{}", h.added, h.removed),
+                                None => format!("released `{source}`"),
+                            };
+                            tracing::warn!(source = %source, "held change released by an operator");
+                            Ok(msg)
+                        }
+                    },
+                };
+                if result.is_ok() {
+                    self.rebuild().await;
+                    self.write_snapshot().await;
+                }
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// SIGHUP: re-read the configuration and every credential. A configuration that fails to
+    /// load or check is rejected and the running one stays.
+    async fn reload(&mut self) {
+        notify::reloading();
+        tracing::info!(path = %self.config_path.display(), "reloading configuration");
+        match Config::load(&self.config_path) {
+            Err(e) => tracing::error!(error = %e, "new configuration rejected; the running one stays"),
+            Ok(new) => self.apply_config(new).await,
+        }
+        notify::ready(&self.status_line());
+    }
+
+    async fn apply_config(&mut self, new: Config) {
+        self.validator.store(Arc::new(build_validator(&new)));
+        let mut old: HashMap<String, (SourceSlot, WorkerState)> = HashMap::new();
+        for i in 0..self.slots.len() {
+            let state = self.stop_worker(i).await;
+            let name = self.slots[i].name.to_string();
+            old.insert(name, (new_slot(self.slots[i].settings.clone()), state));
+        }
+        let old_slots = std::mem::take(&mut self.slots);
+        let mut kept: HashMap<String, SourceSlot> =
+            old_slots.into_iter().map(|s| (s.name.to_string(), s)).collect();
+        self.config = new;
+        for s in self.config.sources.clone() {
+            let (slot, state) = match (kept.remove(&s.name), old.remove(&s.name)) {
+                (Some(mut slot), Some((_, state))) => {
+                    // Same source: keep what it serves; keep its store when it talks to the same place.
+                    let same_place = slot.settings.url == s.url && slot.settings.kind == s.kind;
+                    slot.settings = s;
+                    slot.key = None; // re-read: rotation
+                    (slot, if same_place { state } else { WorkerState::default() })
+                }
+                _ => (new_slot(s), WorkerState::default()),
+            };
+            self.slots.push(slot);
+            let i = self.slots.len() - 1;
+            self.start_worker(i, state);
+        }
+        self.revalidate.send_modify(|n| *n += 1);
+        self.rebuild().await;
+    }
+
+    fn slot_mut(&mut self, name: &str) -> Option<&mut SourceSlot> {
+        self.slots.iter_mut().find(|s| &*s.name == name)
+    }
+
+    /// Build a new index generation from every source's published set and publish it.
+    async fn rebuild(&mut self) {
+        let sets: Vec<(Trust, Arc<Vec<Indicator>>)> =
+            self.slots.iter().map(|s| (s.settings.trust, s.published.clone())).collect();
+        let built = tokio::task::spawn_blocking(move || Index::build(merge(&sets))).await;
+        match built {
+            Ok(index) => {
+                self.index = Arc::new(index);
+                self.generation += 1;
+            }
+            Err(e) => tracing::error!(error = %e, "index build failed; the previous generation stays"),
+        }
+        self.publish_view();
+    }
+
+    fn publish_view(&self) {
+        let mut quarantine: Vec<Rejection> = Vec::new();
+        for s in &self.slots {
+            quarantine.extend(s.quarantine.iter().cloned());
+        }
+        let view = View {
+            generation: self.generation,
+            index: self.index.clone(),
+            sources: self.slots.iter().map(|s| s.status.clone()).collect(),
+            quarantine: Arc::new(quarantine),
+        };
+        self.shared.publish(view);
+        notify::status(&self.status_line());
+    }
+
+    pub fn status_line(&self) -> String {
+        let states: Vec<String> =
+            self.slots.iter().map(|s| format!("{} {}", s.name, s.status.state.as_str())).collect();
+        format!(
+            "serving {} indicators (generation {}); {}",
+            self.index.len(),
+            self.generation,
+            if states.is_empty() { "no sources configured".to_string() } else { states.join(", ") }
+        )
+    }
+
+    fn check_stale(&mut self) {
+        let now = now_epoch();
+        let mut changed = false;
+        for s in &mut self.slots {
+            if is_stale(s, now) && !s.stale_warned {
+                tracing::warn!(source = %s.name, "data is older than max-stale; still serving it");
+                s.stale_warned = true;
+                if s.status.state == SourceState::Degraded {
+                    s.status.state = SourceState::Failing;
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.publish_view();
+        }
+    }
+
+    /// The watchdog is fed only while the query service answers on its socket and every
+    /// worker that should run is alive.
+    async fn healthy(&self) -> bool {
+        let workers_ok = self
+            .slots
+            .iter()
+            .all(|s| s.worker.as_ref().is_none_or(|w| !w.task.is_finished()));
+        workers_ok && crate::query::probe(&self.config.query.socket, Duration::from_secs(2)).await
+    }
+
+    async fn write_snapshot(&self) {
+        let snap = snapshot::Snapshot {
+            generation: self.generation,
+            sources: self
+                .slots
+                .iter()
+                .map(|s| snapshot::SourceSnapshot {
+                    name: s.name.to_string(),
+                    indicators: s.published.clone(),
+                    quarantine: s.quarantine.clone(),
+                    held: s.held.clone(),
+                    held_change: s.status.held.clone(),
+                    last_success: s.status.last_success_epoch,
+                })
+                .collect(),
+        };
+        let dir = self.config.daemon.state_dir.clone();
+        match tokio::task::spawn_blocking(move || snapshot::write(&dir, &snap)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "could not write the snapshot"),
+            Err(e) => tracing::error!(error = %e, "snapshot task failed"),
+        }
+    }
+}
+
+fn new_slot(settings: SourceSettings) -> SourceSlot {
+    SourceSlot {
+        name: Arc::from(settings.name.as_str()),
+        status: SourceStatus::new(&settings.name, settings.kind.as_str()),
+        settings,
+        published: Arc::new(Vec::new()),
+        held: None,
+        quarantine: Vec::new(),
+        key: None,
+        worker: None,
+        stale_warned: false,
+    }
+}
+
+fn is_stale(slot: &SourceSlot, now: i64) -> bool {
+    match (slot.settings.max_stale, slot.status.last_success_epoch) {
+        (Some(max), Some(t)) => now - t > max.0.as_secs() as i64,
+        _ => false,
+    }
+}
+
+fn key(i: &Indicator) -> (&str, Kind) {
+    (&i.value, i.kind)
+}
+
+fn distinct(set: &[Indicator]) -> usize {
+    set.iter().map(key).collect::<HashSet<_>>().len()
+}
+
+/// Distinct (value, kind) pairs added and removed going from `old` to `new`.
+pub fn diff_counts(old: &[Indicator], new: &[Indicator]) -> (usize, usize) {
+    let a: HashSet<_> = old.iter().map(key).collect();
+    let b: HashSet<_> = new.iter().map(key).collect();
+    (b.difference(&a).count(), a.difference(&b).count())
+}
+
+/// Every normal-trust source's set, plus the low-trust indicators another normal source confirms.
+pub fn merge(sets: &[(Trust, Arc<Vec<Indicator>>)]) -> Vec<Indicator> {
+    let confirmed: HashSet<(&str, Kind)> = sets
+        .iter()
+        .filter(|(t, _)| *t == Trust::Normal)
+        .flat_map(|(_, s)| s.iter().map(key))
+        .collect();
+    let mut out = Vec::with_capacity(sets.iter().map(|(_, s)| s.len()).sum());
+    for (trust, set) in sets {
+        match trust {
+            Trust::Normal => out.extend(set.iter().cloned()),
+            Trust::Low => out.extend(set.iter().filter(|i| confirmed.contains(&key(i))).cloned()),
+        }
+    }
+    out
+}
+
+/// One aggregated journal line per sync, not one per value: a poisoned feed of a million rows
+/// must not flood the journal. A source listing protected infrastructure is an error.
+fn log_rejections(source: &str, rejected: &[Rejection]) {
+    if rejected.is_empty() {
+        return;
+    }
+    let mut by_code: HashMap<&str, usize> = HashMap::new();
+    for r in rejected {
+        *by_code.entry(&r.reason.code).or_default() += 1;
+    }
+    let mut counts: Vec<_> = by_code.into_iter().collect();
+    counts.sort();
+    let counts: Vec<String> = counts.iter().map(|(c, n)| format!("{c}={n}")).collect();
+    let samples: Vec<String> = rejected
+        .iter()
+        .take(REJECTION_SAMPLES)
+        .map(|r| format!("{} ({}: {})", r.value, r.reason.code, r.reason.detail))
+        .collect();
+    tracing::warn!(source = %source, quarantined = rejected.len(), reasons = %counts.join(" "), samples = %samples.join("; "), "values quarantined");
+    for r in rejected.iter().filter(|r| &*r.reason.code == "protected").take(REJECTION_SAMPLES) {
+        tracing::error!(source = %source, value = %r.value, detail = %r.reason.detail, attribute = %r.attribute_uuid,
+            "source lists this host's own infrastructure: it may be compromised or poisoned");
+    }
+}

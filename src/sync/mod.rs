@@ -1,0 +1,6 @@
+//! Syncing sources: the planner decides ([`plan`]), the worker performs ([`worker`]).
+
+pub mod plan;
+pub mod worker;
+
+pub use worker::{WorkerEvent, WorkerHandle, WorkerState};

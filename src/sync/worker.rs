@@ -1,0 +1,316 @@
+//! One worker per source: on its schedule it fetches (MISP restSearch pages or a static feed),
+//! keeps the source's store of live attributes, validates the selected ones and hands the result
+//! to the supervisor. A failed sync changes nothing that is served; it is retried with jittered
+//! exponential backoff up to the interval.
+
+use super::plan::{self, Cursor, Mode, Store};
+use crate::config::{SourceKind, SourceSettings};
+use crate::misp::{ClientError, FeedClient, MispClient};
+use crate::model::{now_epoch, Indicator, Rejection};
+use crate::validate::Validator;
+use arc_swap::ArcSwap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// What a worker tells the supervisor.
+#[derive(Debug)]
+pub enum WorkerEvent {
+    Syncing {
+        source: Arc<str>,
+    },
+    /// A complete, validated view of the source. `fetched` is false when only re-validation ran.
+    Synced {
+        source: Arc<str>,
+        indicators: Vec<Indicator>,
+        rejected: Vec<Rejection>,
+        attributes: usize,
+        skipped: usize,
+        key_expires: Option<String>,
+        took: Duration,
+        fetched: bool,
+    },
+    Failed {
+        source: Arc<str>,
+        error: String,
+        auth: bool,
+        retry_in: Duration,
+    },
+}
+
+/// What a worker owns between syncs; handed back when it stops so a reload can keep it.
+#[derive(Debug, Default)]
+pub struct WorkerState {
+    pub store: Store,
+    pub cursor: Cursor,
+    /// Feed sources: event uuid -> manifest timestamp of the version in the store.
+    pub feed_events: HashMap<String, i64>,
+}
+
+/// How the supervisor reaches a running worker.
+pub struct WorkerHandle {
+    pub stop: watch::Sender<bool>,
+    pub task: JoinHandle<WorkerState>,
+}
+
+pub enum Fetcher {
+    Misp(MispClient),
+    Feed(FeedClient),
+}
+
+pub struct Worker {
+    pub name: Arc<str>,
+    pub settings: SourceSettings,
+    pub fetcher: Fetcher,
+    /// The current validator; the supervisor swaps it on reload.
+    pub validator: Arc<ArcSwap<Validator>>,
+    /// Bumped by the supervisor on reload: re-validate the store at once with the new rules.
+    pub revalidate: watch::Receiver<u64>,
+    pub events: mpsc::Sender<WorkerEvent>,
+}
+
+impl Worker {
+    /// Start the worker. With a non-empty `state` (kept across a reload) it first re-validates
+    /// the store with the current validator, so new rules apply at once.
+    pub fn spawn(self, state: WorkerState) -> WorkerHandle {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(self.run(state, stop_rx));
+        WorkerHandle { stop: stop_tx, task }
+    }
+
+    async fn run(mut self, mut state: WorkerState, mut stop: watch::Receiver<bool>) -> WorkerState {
+        let interval = self.settings.interval.0;
+        let mut failures: u32 = 0;
+        if !state.store.is_empty() {
+            if let Some(ev) = self.validate(&state, None, Instant::now(), false).await {
+                let _ = self.events.send(ev).await;
+            }
+        }
+        loop {
+            let _ = self.events.send(WorkerEvent::Syncing { source: self.name.clone() }).await;
+            let started = Instant::now();
+            let result = tokio::select! {
+                r = self.sync_once(&mut state) => r,
+                _ = stop.changed() => return state,
+            };
+            let wait = match result {
+                Ok(key_expires) => {
+                    failures = 0;
+                    if let Some(ev) = self.validate(&state, key_expires, started, true).await {
+                        let _ = self.events.send(ev).await;
+                    }
+                    interval
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let retry_in = match &e {
+                        ClientError::RateLimited { retry_after } => (*retry_after).max(Duration::from_secs(1)),
+                        _ => backoff(failures, interval),
+                    };
+                    let auth = matches!(e, ClientError::AuthFailed { .. });
+                    let _ = self
+                        .events
+                        .send(WorkerEvent::Failed {
+                            source: self.name.clone(),
+                            error: e.to_string(),
+                            auth,
+                            retry_in,
+                        })
+                        .await;
+                    retry_in
+                }
+            };
+            let sleep = tokio::time::sleep(wait);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    _ = stop.changed() => return state,
+                    Ok(()) = self.revalidate.changed() => {
+                        if let Some(ev) = self.validate(&state, None, Instant::now(), false).await {
+                            let _ = self.events.send(ev).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Validate the selected attributes of the store on a blocking thread.
+    async fn validate(
+        &self,
+        state: &WorkerState,
+        key_expires: Option<String>,
+        started: Instant,
+        fetched: bool,
+    ) -> Option<WorkerEvent> {
+        let selected: Vec<_> = state
+            .store
+            .iter()
+            .filter(|a| plan::selected(a, &self.settings))
+            .cloned()
+            .collect();
+        let validator = self.validator.load_full();
+        let name = self.name.clone();
+        let now = now_epoch();
+        let judged = tokio::task::spawn_blocking(move || {
+            let mut indicators = Vec::with_capacity(selected.len());
+            let mut rejected = Vec::new();
+            let mut skipped = 0;
+            for a in &selected {
+                let j = validator.judge(&name, a, now);
+                if j.skipped {
+                    skipped += 1;
+                }
+                indicators.extend(j.accepted);
+                rejected.extend(j.rejected);
+            }
+            (indicators, rejected, skipped, selected.len())
+        })
+        .await;
+        let (indicators, rejected, skipped, attributes) = match judged {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::error!(source = %self.name, error = %e, "validation task failed");
+                return None;
+            }
+        };
+        Some(WorkerEvent::Synced {
+            source: self.name.clone(),
+            indicators,
+            rejected,
+            attributes,
+            skipped,
+            key_expires,
+            took: started.elapsed(),
+            fetched,
+        })
+    }
+
+    /// Fetch and apply one sync. On error nothing in `state` has changed.
+    async fn sync_once(&self, state: &mut WorkerState) -> Result<Option<String>, ClientError> {
+        // A deadline for the whole sync, so a server that answers each page slowly cannot stall us forever.
+        let deadline = self.settings.timeout.0 * 20;
+        let fut = async {
+            match &self.fetcher {
+                Fetcher::Misp(client) => self.sync_misp(client, state).await,
+                Fetcher::Feed(feed) => self.sync_feed(feed, state).await.map(|()| None),
+            }
+        };
+        match tokio::time::timeout(deadline, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(ClientError::Timeout {
+                what: format!("the whole sync (limit {}s)", deadline.as_secs()),
+            }),
+        }
+    }
+
+    async fn sync_misp(&self, client: &MispClient, state: &mut WorkerState) -> Result<Option<String>, ClientError> {
+        let now = now_epoch();
+        let mode = plan::choose_mode(&state.cursor, now, self.settings.full_resync.0.as_secs() as i64);
+        let limit = self.settings.page_size;
+        let mut pages = Vec::new();
+        let mut key_expires = None;
+        let mut bad_rows = 0;
+        for page_no in 1.. {
+            let body = plan::search_body(mode, page_no, limit, &self.settings);
+            let page = client.search_page(&body).await?;
+            bad_rows += page.bad_rows;
+            key_expires = page.key_expires.or(key_expires);
+            let last = plan::is_last_page(page.returned, page.skipped_by_server, limit);
+            pages.push(page.attributes);
+            if last {
+                break;
+            }
+        }
+        if bad_rows > 0 {
+            tracing::warn!(source = %self.name, bad_rows, "MISP sent attributes that could not be read; they were skipped");
+        }
+        // The sync is complete: only now does anything change.
+        let mut store = match mode {
+            Mode::Full => Store::default(),
+            Mode::Incremental { .. } => std::mem::take(&mut state.store),
+        };
+        for a in pages.into_iter().flatten() {
+            state.cursor.max_timestamp = state.cursor.max_timestamp.max(Some(a.timestamp));
+            store.apply(a);
+        }
+        state.store = store;
+        if mode == Mode::Full {
+            state.cursor.last_full = Some(now);
+        }
+        Ok(key_expires)
+    }
+
+    async fn sync_feed(&self, feed: &FeedClient, state: &mut WorkerState) -> Result<(), ClientError> {
+        let manifest = feed.manifest().await?;
+        let changed: Vec<(&String, i64)> = manifest
+            .iter()
+            .filter(|(uuid, ts)| state.feed_events.get(*uuid) != Some(*ts))
+            .map(|(u, t)| (u, *t))
+            .collect();
+        let gone: HashSet<String> = state
+            .feed_events
+            .keys()
+            .filter(|u| !manifest.contains_key(*u))
+            .cloned()
+            .collect();
+        let mut fetched = Vec::with_capacity(changed.len());
+        for (uuid, _) in &changed {
+            fetched.push(feed.event(uuid).await?);
+        }
+        let mut remove: HashSet<String> = gone;
+        remove.extend(changed.iter().map(|(u, _)| (*u).clone()));
+        state.store.remove_events(&remove);
+        for (uuid, ts) in &changed {
+            state.feed_events.insert((*uuid).clone(), *ts);
+        }
+        state.feed_events.retain(|u, _| manifest.contains_key(u));
+        for a in fetched.into_iter().flatten() {
+            state.cursor.max_timestamp = state.cursor.max_timestamp.max(Some(a.timestamp));
+            state.store.apply(a);
+        }
+        state.cursor.last_full = Some(now_epoch());
+        Ok(())
+    }
+}
+
+/// Exponential backoff from 2 s, capped at the interval, with +-25 % jitter so that many hosts
+/// do not retry in step.
+pub fn backoff(failures: u32, interval: Duration) -> Duration {
+    let base = Duration::from_secs(2).saturating_mul(1u32 << failures.min(16).saturating_sub(1));
+    let capped = base.min(interval).max(Duration::from_millis(500));
+    let jitter = 0.75 + fastrand::f64() * 0.5;
+    capped.mul_f64(jitter)
+}
+
+/// Build the fetcher for a source: a pinned-TLS MISP client or a feed reader.
+pub fn fetcher_for(
+    settings: &SourceSettings,
+    key: Option<Arc<crate::credentials::KeySlot>>,
+) -> Result<Fetcher, ClientError> {
+    match settings.kind {
+        SourceKind::Misp => {
+            let key = key.ok_or_else(|| ClientError::Config("no credential loaded".into()))?;
+            Ok(Fetcher::Misp(MispClient::new(settings, key)?))
+        }
+        SourceKind::Feed => Ok(Fetcher::Feed(FeedClient::new(settings)?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped_by_interval() {
+        let i = Duration::from_secs(60);
+        assert!(backoff(1, i) <= Duration::from_millis(2500));
+        assert!(backoff(3, i) >= Duration::from_secs(6));
+        for n in 1..40 {
+            assert!(backoff(n, i) <= i.mul_f64(1.25));
+        }
+    }
+}
