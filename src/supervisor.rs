@@ -419,7 +419,11 @@ impl Supervisor {
             .slots
             .iter()
             .all(|s| s.worker.as_ref().is_none_or(|w| !w.task.is_finished()));
-        workers_ok && crate::query::probe(&self.config.query.socket, Duration::from_secs(2)).await
+        if !workers_ok {
+            return false;
+        }
+        let probe = crate::query::client::get(&self.config.query.socket, "/v1/health");
+        matches!(tokio::time::timeout(Duration::from_secs(2), probe).await, Ok(Ok((200, _))))
     }
 
     async fn write_snapshot(&self) {

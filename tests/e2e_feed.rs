@@ -1,0 +1,119 @@
+//! The whole path with a static feed (the demo's data): real binary, real NOTIFY_SOCKET, real
+//! query socket, real warninglists; then restart from the snapshot with the feed gone.
+
+mod harness;
+
+use harness::{ctl, repo, source, start};
+use std::time::Duration;
+
+fn config(feed: &str) -> String {
+    format!(
+        r#"
+[daemon]
+state-dir = "{{dir}}/state"
+credentials-dir = "{{dir}}/credentials"
+
+[query]
+socket = "{{dir}}/query.sock"
+socket-mode = "0600"
+
+[validation]
+warninglists = ["{wl}"]
+
+[[source]]
+name = "infoblox"
+kind = "feed"
+url = "{feed}"
+interval = "1h"
+full-resync = "2h"
+"#,
+        wl = repo("packaging/warninglists").display(),
+    )
+}
+
+#[test]
+fn feed_is_synced_validated_served_and_survives_restart_without_the_feed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let feed = tmp.path().join("feed");
+    std::fs::create_dir(&feed).unwrap();
+    for e in std::fs::read_dir(repo("examples/feed")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), feed.join(e.file_name())).unwrap();
+    }
+    let mut d = start(tmp.path(), &config(feed.to_str().unwrap()), &[]);
+
+    // READY=1 only once the socket exists.
+    let ready = d.wait_notify(Duration::from_secs(30), |n| n.contains("READY=1"));
+    assert!(ready.is_some(), "no READY=1\n{}", d.log_text());
+    assert!(d.socket.exists(), "READY=1 before the socket was bound");
+
+    let st = d.wait_status(Duration::from_secs(60), |s| source(s, "infoblox")["state"] == "ok");
+    let n = source(&st, "infoblox")["indicators"].as_u64().unwrap();
+    assert!(n > 1000, "expected the feed's indicators, got {n}: {st}");
+    assert!(st["generation"].as_u64().unwrap() >= 1);
+
+    // Known indicators listed with provenance.
+    let (code, v) = d.get("/v1/lookup?value=wordpress.agrupem.com");
+    assert_eq!(code, 200);
+    assert_eq!(v["listed"], true, "{v}");
+    let m = &v["matches"][0];
+    assert_eq!(m["type"], "domain");
+    let src = &m["sources"][0];
+    assert_eq!(src["source"], "infoblox");
+    assert_eq!(src["event_uuid"], "27dceb7d-92bd-4848-bfbd-8570e86de7de");
+    assert!(src["attribute_uuid"].as_str().unwrap().len() == 36);
+
+    // A subdomain of a listed domain, an IP, a hash.
+    let (_, v) = d.get("/v1/lookup?value=cdn.wordpress.agrupem.com");
+    assert_eq!(v["listed"], true, "{v}");
+    assert_eq!(v["matches"][0]["match"], "subdomain");
+    let (_, v) = d.get("/v1/lookup?value=62.171.178.147");
+    assert_eq!(v["listed"], true, "{v}");
+    let (_, v) = d.get("/v1/lookup?value=4996180B2FA1045AAB5D36F46983E91DADEEBFD4F765D69FA50EBA4EDF310ACF");
+    assert_eq!(v["listed"], true, "hash lookups are case-insensitive: {v}");
+    assert!(v["matches"][0]["sources"].as_array().unwrap().len() >= 2, "one hash, two events: {v}");
+
+    // Benign values are not listed.
+    for benign in ["google.com", "8.8.8.8", "example.net"] {
+        let (_, v) = d.get(&format!("/v1/lookup?value={benign}"));
+        assert_eq!(v["listed"], false, "{benign}: {v}");
+    }
+
+    // Batch lookups through mispctl, human and JSON.
+    let sock = d.socket.to_str().unwrap().to_string();
+    let (code, out, err) = ctl(&["--socket", &sock, "lookup", "wordpress.agrupem.com", "google.com"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("wordpress.agrupem.com\tLISTED"), "{out}");
+    assert!(out.contains("google.com\tnot listed"), "{out}");
+    let (code, out, _) = ctl(&["--socket", &sock, "lookup"], Some("example.net\n"));
+    assert_eq!(code, 1, "nothing listed exits 1: {out}");
+
+    // The quarantine says what was held back and why.
+    let (code, q) = d.get("/v1/quarantine?limit=1000");
+    assert_eq!(code, 200);
+    let items = q["quarantine"].as_array().unwrap();
+    assert!(!items.is_empty(), "the real feed has values validation must refuse: {q}");
+    assert!(items.iter().all(|i| i["reason"]["code"].is_string() && i["source"] == "infoblox"));
+
+    let (status, log, notes) = d.stop();
+    assert!(status.success(), "exit status {status:?}\n{log}");
+    assert!(notes.iter().any(|n| n.contains("STOPPING=1")), "{notes:?}");
+    assert!(tmp.path().join("state/snapshot").exists());
+
+    // Restart with the feed gone: the last good set is served at once, from the snapshot.
+    std::fs::remove_dir_all(&feed).unwrap();
+    let mut d = harness::start_with(tmp.path(), &tmp.path().join("mispd.toml"), &[]);
+    assert!(d.wait_notify(Duration::from_secs(30), |n| n.contains("READY=1")).is_some(), "{}", d.log_text());
+    let (_, v) = d.get("/v1/lookup?value=wordpress.agrupem.com");
+    assert_eq!(v["listed"], true, "served from the snapshot before any sync: {v}");
+    // The sync fails (feed missing) and nothing served changes.
+    let st = d.wait_status(Duration::from_secs(30), |s| {
+        let st = &source(s, "infoblox")["state"];
+        st == "degraded" || st == "failing"
+    });
+    assert!(source(&st, "infoblox")["last-error"].is_string(), "{st}");
+    let (_, v) = d.get("/v1/lookup?value=62.171.178.147");
+    assert_eq!(v["listed"], true, "{v}");
+    let (status, log, _) = d.stop();
+    assert!(status.success(), "{log}");
+}
