@@ -10,6 +10,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
+/// Brings MISP threat intelligence onto this host: syncs MISP servers and feeds over pinned TLS,
+/// validates every indicator, and serves the validated set on a local Unix socket. Runs in the
+/// foreground; under systemd it is `Type=notify` (READY, STATUS, WATCHDOG, RELOADING, STOPPING).
+/// SIGHUP reloads the configuration and credentials; SIGTERM drains and exits 0.
+#[derive(clap::Parser, Debug)]
+#[command(name = "mispd", version, about, long_about = None)]
+pub struct Args {
+    /// The configuration file.
+    #[arg(short, long, default_value = "/etc/mispd/mispd.toml")]
+    pub config: PathBuf,
+}
+
 /// How long in-flight queries may take to finish after SIGTERM.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -1,18 +1,8 @@
 //! `mispd`: the daemon. A shim over `mispd::daemon`.
 
 use clap::Parser;
-use std::path::PathBuf;
+use mispd::daemon::Args;
 use std::process::ExitCode;
-
-/// Brings MISP threat intelligence onto this host: syncs MISP servers and feeds over pinned TLS,
-/// validates every indicator, and serves the validated set on a local Unix socket.
-#[derive(Parser)]
-#[command(name = "mispd", version, about, long_about = None)]
-struct Args {
-    /// The configuration file.
-    #[arg(short, long, default_value = "/etc/mispd/mispd.toml")]
-    config: PathBuf,
-}
 
 fn main() -> ExitCode {
     let args = Args::parse();
