@@ -69,6 +69,13 @@ async fn sends_key_and_json_headers_and_decodes_real_rows() {
         infoblox.tags
     );
     assert!(infoblox.to_ids);
+    // Nothing that formats the client or the key shows it.
+    let shown = format!(
+        "{client:?} {:?} {}",
+        client.key().load(),
+        client.key().load()
+    );
+    assert!(!shown.contains(TEST_KEY), "{shown}");
 }
 
 #[tokio::test]

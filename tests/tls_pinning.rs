@@ -393,3 +393,75 @@ async fn tls10_only_server_is_refused() {
     }
     assert!(err.to_string().contains("TLS 1.2 and 1.3 only"), "{err}");
 }
+
+#[tokio::test]
+async fn pin_alone_trusts_a_ca_signed_leaf_but_pins_are_leaf_keys() {
+    // Pin-only also covers a leaf from a private CA we were not given: the pin is the trust.
+    let ca = TestCa::new("private CA");
+    let leaf = ca.leaf(&["localhost"]);
+    let server = MispServer::start(&leaf).await;
+    client(&server, pins(&[leaf.pin()]))
+        .version()
+        .await
+        .unwrap();
+    // A CA's pin is not a leaf pin: mispd compares the server's own key only, like curl.
+    let f = tls_failure(&client(&server, pins(&[ca.pin()]))).await;
+    assert!(matches!(f, TlsFailure::PinMismatch { .. }), "{f:?}");
+}
+
+#[tokio::test]
+async fn plain_http_server_is_a_handshake_failure() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = tcp.read(&mut buf).await;
+            let _ = tcp
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let cert = certs::self_signed(&["localhost"]);
+    let key = shared_key(ApiKey::from_secret(TEST_KEY.to_string().into()));
+    let c = MispClient::new(
+        &format!("https://localhost:{port}/"),
+        &pins(&[cert.pin()]),
+        Duration::from_secs(3),
+        key,
+        1 << 20,
+    )
+    .unwrap();
+    match c.version().await {
+        Err(ClientError::Tls {
+            failure: TlsFailure::Handshake { detail },
+            ..
+        }) => {
+            assert!(!detail.is_empty());
+        }
+        other => panic!("expected a handshake failure, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn test_double_helpers_give_a_working_pinned_client() {
+    let server = MispServer::start_self_signed().await;
+    let v = server.client().version().await.unwrap();
+    assert_eq!(v.version, "2.5.1");
+    let dir = tempfile::tempdir().unwrap();
+    let ca = server.write_cert_pem(dir.path(), "misp.pem");
+    let key = shared_key(ApiKey::from_secret(TEST_KEY.to_string().into()));
+    let c = MispClient::new(
+        &server.url(),
+        &TlsSettings {
+            pins: vec![],
+            ca_file: Some(ca),
+        },
+        Duration::from_secs(5),
+        key,
+        1 << 20,
+    )
+    .unwrap();
+    c.version().await.unwrap();
+}

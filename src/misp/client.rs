@@ -65,6 +65,14 @@ pub(crate) struct RawResponse {
 /// Environment variables naming a proxy that would apply to `host` (mispd refuses them; see
 /// docs/security.md).
 pub fn proxy_env_for(host: &str) -> Option<String> {
+    // Loopback never goes through a proxy.
+    if host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+    {
+        return None;
+    }
     let no_proxy = std::env::var("no_proxy")
         .or_else(|_| std::env::var("NO_PROXY"))
         .unwrap_or_default();
@@ -415,10 +423,7 @@ impl MispClient {
         let shown = url.to_string();
         let key = self.key.load();
         // Built here, right before sending, and marked sensitive so hyper never logs it.
-        let mut auth = HeaderValue::from_str(key.expose()).map_err(|_| ClientError::BadUrl {
-            url: shown.clone(),
-            reason: "the API key contains characters not allowed in an HTTP header; fix the credential file".into(),
-        })?;
+        let mut auth = HeaderValue::from_str(key.expose()).map_err(|_| ClientError::BadKey)?;
         auth.set_sensitive(true);
         let mut builder = Request::builder()
             .method(method)

@@ -14,6 +14,10 @@ fn dur(d: &Duration) -> humantime::FormattedDuration {
 pub enum ClientError {
     #[error("invalid source URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
+    #[error(
+        "the API key contains characters that cannot go in an HTTP header; fix the credential file"
+    )]
+    BadKey,
     #[error("{var} is set, but mispd does not use HTTP proxies (the pinned TLS connection goes straight to the server); unset {var} in mispd's environment or list the host in no_proxy")]
     ProxyUnsupported { var: String },
     #[error("TLS configuration for {url}: {message}")]

@@ -391,8 +391,8 @@ pub struct PinReport {
     pub port: u16,
     /// The leaf's pin: what to put in `pins`.
     pub pin: Pin,
-    /// Pins of the other certificates the server sent (a CA pin survives leaf key rotation).
-    pub chain_pins: Vec<(String, Pin)>,
+    /// How many certificates the server sent (leaf included).
+    pub chain_len: usize,
     pub info: Option<der::CertInfo>,
     /// `None` if the chain validates against the system roots (+ ca-file) for this host name.
     pub verification_error: Option<TlsFailure>,
@@ -408,9 +408,7 @@ impl fmt::Display for PinReport {
             writeln!(f, "not before: {}", crate::model::rfc3339(info.not_before))?;
             writeln!(f, "not after:  {}", crate::model::rfc3339(info.not_after))?;
         }
-        for (subject, pin) in &self.chain_pins {
-            writeln!(f, "chain:      {pin}  ({subject})")?;
-        }
+        writeln!(f, "sent:       {} certificate(s)", self.chain_len)?;
         match &self.verification_error {
             None => writeln!(
                 f,
@@ -555,21 +553,11 @@ pub async fn fetch_pin(
         .first()
         .ok_or_else(|| TlsError::NoCertificate { addr: addr.clone() })?;
     let pin = Pin::of_cert(leaf.as_ref())?;
-    let chain_pins = chain[1..]
-        .iter()
-        .filter_map(|c| {
-            let p = Pin::of_cert(c.as_ref()).ok()?;
-            let subject = der::parse(c.as_ref())
-                .map(|i| i.subject)
-                .unwrap_or_default();
-            Some((subject, p))
-        })
-        .collect();
     Ok(PinReport {
         host,
         port,
         pin,
-        chain_pins,
+        chain_len: chain.len(),
         info: der::parse(leaf.as_ref()),
         verification_error,
     })

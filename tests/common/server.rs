@@ -8,6 +8,9 @@ use hyper::body::{Body, Frame, Incoming};
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use mispd::credentials::ApiKey;
+use mispd::misp::{shared_key, MispClient};
+use mispd::tls::{Pin, TlsSettings};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -91,6 +94,10 @@ pub struct State {
 pub struct MispServer {
     pub addr: SocketAddr,
     pub state: Arc<Mutex<State>>,
+    /// Pin of the server's certificate.
+    pub pin: Pin,
+    /// The server's leaf certificate as PEM (usable as a ca-file when self-signed).
+    pub cert_pem: String,
     task: JoinHandle<()>,
 }
 
@@ -172,7 +179,46 @@ impl MispServer {
                 });
             }
         });
-        MispServer { addr, state, task }
+        MispServer {
+            addr,
+            state,
+            pin: cert.pin(),
+            cert_pem: cert.cert_pem.clone(),
+            task,
+        }
+    }
+
+    /// A server with a fresh self-signed certificate for `localhost`.
+    pub async fn start_self_signed() -> MispServer {
+        Self::start(&super::certs::self_signed(&["localhost"])).await
+    }
+
+    /// TLS settings that pin this server (no ca-file).
+    pub fn pinned_tls(&self) -> TlsSettings {
+        TlsSettings {
+            pins: vec![self.pin],
+            ca_file: None,
+        }
+    }
+
+    /// Writes the server certificate to `dir/name` (PEM), e.g. for a config's `ca-file`.
+    pub fn write_cert_pem(&self, dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, &self.cert_pem).unwrap();
+        path
+    }
+
+    /// A client for this server: pinned, [`TEST_KEY`], 5 s deadline, 16 MiB cap.
+    pub fn client(&self) -> MispClient {
+        let key = shared_key(ApiKey::from_secret(TEST_KEY.to_string().into()));
+        MispClient::new(
+            &self.url(),
+            &self.pinned_tls(),
+            Duration::from_secs(5),
+            key,
+            16 << 20,
+        )
+        .unwrap()
     }
 
     pub fn port(&self) -> u16 {
