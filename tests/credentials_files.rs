@@ -206,3 +206,29 @@ fn process_hardening_makes_it_non_dumpable() {
     assert!(!mispd::sys::is_dumpable());
     assert_eq!(mispd::sys::core_limit().unwrap(), 0);
 }
+
+#[test]
+fn fifo_is_refused_without_blocking() {
+    let (dir, path) = setup();
+    let ok = std::process::Command::new("mkfifo")
+        .arg("-m")
+        .arg("600")
+        .arg(&path)
+        .status();
+    if !ok.is_ok_and(|s| s.success()) {
+        eprintln!("mkfifo not available: FIFO test skipped");
+        return;
+    }
+    let err = refuse(dir.path());
+    assert!(matches!(err, CredentialError::NotRegular { .. }), "{err:?}");
+}
+
+#[test]
+fn oversized_file_is_refused() {
+    let (dir, path) = setup();
+    write(&path, &"A".repeat(10_000), 0o600);
+    assert!(matches!(
+        refuse(dir.path()),
+        CredentialError::TooBig { size: 10_000, .. }
+    ));
+}

@@ -356,3 +356,66 @@ async fn https_feed_and_directory_feed_agree() {
         Err(FeedError::BadLocation { .. })
     ));
 }
+
+#[tokio::test]
+async fn feed_file_holding_another_event_is_refused() {
+    let server = MispServer::start_self_signed().await;
+    server.load_fixture_feed();
+    let [a, b, _] = common::INFOBLOX_EVENTS;
+    {
+        let mut s = server.state.lock().unwrap();
+        let other = s.feed[&format!("{b}.json")].clone();
+        s.feed.insert(format!("{a}.json"), other);
+        s.feed.insert(
+            "manifest.json".into(),
+            bytes::Bytes::from_static(b"<html>oops</html>"),
+        );
+    }
+    let feed = FeedClient::new(
+        &server.feed_url(),
+        &server.pinned_tls(),
+        Duration::from_secs(5),
+        8 << 20,
+    )
+    .unwrap();
+    let err = feed.event(a).await.unwrap_err();
+    assert!(
+        matches!(&err, FeedError::Invalid { detail, .. } if detail.contains(b)),
+        "{err:?}"
+    );
+    let err = feed.manifest().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FeedError::Invalid { .. } | FeedError::Client(ClientError::NotJson { .. })
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn key_expiration_and_skipped_count_headers_are_reported() {
+    let server = MispServer::start_self_signed().await;
+    server.load_fixture_attributes();
+    {
+        let mut s = server.state.lock().unwrap();
+        s.key_expiration = Some("2027-01-31T00:00:00+00:00".into());
+        s.skipped_count = Some(3);
+    }
+    let page = server.client().search_page(&query(1, 5)).await.unwrap();
+    assert_eq!(
+        page.key_expires.as_deref(),
+        Some("2027-01-31T00:00:00+00:00")
+    );
+    assert_eq!(page.skipped_by_server, 3);
+    assert_eq!(
+        server
+            .client()
+            .version()
+            .await
+            .unwrap()
+            .key_expires
+            .as_deref(),
+        Some("2027-01-31T00:00:00+00:00")
+    );
+}

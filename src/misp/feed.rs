@@ -159,10 +159,22 @@ impl FeedClient {
             }
             other => other?,
         };
-        let (_, decoded) = wire::decode_feed_event(&body).map_err(|e| FeedError::Invalid {
-            what: name,
+        let (inner, decoded) = wire::decode_feed_event(&body).map_err(|e| FeedError::Invalid {
+            what: name.clone(),
             detail: e.to_string(),
         })?;
+        // The file must hold the event it is named after (a misconfigured or hostile server
+        // could answer every request with the same file).
+        if !inner
+            .as_deref()
+            .is_some_and(|u| u.eq_ignore_ascii_case(&uuid))
+        {
+            let held: Option<String> = inner.map(|u| u.chars().take(64).collect());
+            return Err(FeedError::Invalid {
+                what: name,
+                detail: format!("it holds event {held:?}, not {uuid}"),
+            });
+        }
         Ok(FeedEvent {
             uuid,
             attributes: decoded.attributes,

@@ -270,9 +270,14 @@ pub fn decode_rest_search(body: &[u8]) -> Result<Decoded, WireError> {
 /// inherited; `event_published` comes from `Event.published`.
 pub fn decode_feed_event(body: &[u8]) -> Result<(Option<String>, Decoded), WireError> {
     let mut v: Value = serde_json::from_slice(body)?;
+    // Anything that is not recognisably an event is an error, not an empty event: an empty
+    // event would read as "all its attributes were deleted".
+    let unwrapped =
+        v.get("uuid").is_some() && (v.get("info").is_some() || v.get("Attribute").is_some());
     let mut event = match v.get_mut("Event") {
         Some(e) => e.take(),
-        None => v,
+        None if unwrapped => v,
+        None => return Err(WireError::Shape("no `Event` object".into())),
     };
     let Value::Object(obj) = &mut event else {
         return Err(WireError::Shape(format!("the event is {}", kind(&event))));
@@ -460,6 +465,102 @@ mod tests {
             decode_rest_search(br#"{"response":{"Attribute":{"a":1}}}"#),
             Err(WireError::Shape(_))
         ));
+    }
+
+    #[test]
+    fn feed_event_with_objects_and_event_tags() {
+        let body = br#"{"Event":{"uuid":"5dee939d-5e18-45cc-8be6-31abc0a8018c","info":"x","published":"1",
+            "Tag":[{"name":"tlp:white"},{"name":"osint"}],
+            "Attribute":[{"uuid":"a1","type":"md5","value":"d41d8cd98f00b204e9800998ecf8427e","to_ids":"1","timestamp":"1575909901",
+                          "Tag":[{"name":"own"},{"name":"osint"}]}],
+            "Object":[{"name":"file","Attribute":[{"uuid":"a2","type":"filename","value":"x.exe","timestamp":"1575909902"}]},
+                      {"name":"empty"}]}}"#;
+        let (uuid, d) = decode_feed_event(body).unwrap();
+        assert_eq!(
+            uuid.as_deref(),
+            Some("5dee939d-5e18-45cc-8be6-31abc0a8018c")
+        );
+        assert_eq!((d.rows, d.bad_rows), (2, 0));
+        let a = &d.attributes[0];
+        assert_eq!(a.tags, vec!["own", "osint", "tlp:white"]);
+        assert_eq!(a.event_published, Some(true));
+        assert_eq!(a.event_uuid, uuid);
+        assert_eq!(d.attributes[1].tags, vec!["tlp:white", "osint"]);
+        assert!(!d.attributes[1].to_ids);
+    }
+
+    #[test]
+    fn things_that_are_not_events_are_errors() {
+        for body in [
+            &br#"{}"#[..],
+            br#"{"response":[{"Event":{}}]}"#,
+            br#"{"5dee939d-5e18-45cc-8be6-31abc0a8018c":{"timestamp":1}}"#,
+            b"[]",
+        ] {
+            assert!(
+                decode_feed_event(body).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // PyMISP's unwrapped event is accepted.
+        let (u, d) = decode_feed_event(
+            br#"{"uuid":"e","info":"i","Attribute":[{"uuid":"a","type":"md5","value":"v"}]}"#,
+        )
+        .unwrap();
+        assert_eq!((u.as_deref(), d.rows), (Some("e"), 1));
+    }
+
+    #[test]
+    fn every_truncation_of_a_real_page_is_an_error() {
+        let body =
+            include_bytes!("../../tests/fixtures/restsearch/demisto_search_attribute_by_type.json");
+        let full = decode_rest_search(body).unwrap();
+        assert_eq!(full.rows, 2);
+        for cut in 0..body.len() - 1 {
+            let prefix = &body[..cut];
+            if prefix.iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b'}')
+                && cut > body.len() - 4
+            {
+                continue; // only trailing whitespace is missing
+            }
+            assert!(decode_rest_search(prefix).is_err(), "cut at {cut} decoded");
+        }
+        let event = include_bytes!(
+            "../../tests/fixtures/feed-infoblox/dad88707-beb8-4a14-94e2-5ffecf5a5f85.json"
+        );
+        for cut in (0..event.len() - 2).step_by(7) {
+            assert!(
+                decode_feed_event(&event[..cut]).is_err(),
+                "cut at {cut} decoded"
+            );
+        }
+    }
+
+    #[test]
+    fn real_fixture_bodies() {
+        let stix = decode_rest_search(include_bytes!(
+            "../../tests/fixtures/restsearch/misp-stix_test_attributes_collection_1.json"
+        ))
+        .unwrap();
+        assert_eq!((stix.rows, stix.bad_rows), (2, 0));
+        assert_eq!(stix.attributes[0].misp_type, "AS");
+        assert_eq!(stix.attributes[0].timestamp, 1_603_642_920);
+        let ev = include_bytes!(
+            "../../tests/fixtures/events/PyMISP_57c4445b-c548-4654-af0b-4be3950d210f.json"
+        );
+        let (uuid, d) = decode_feed_event(ev).unwrap();
+        assert_eq!(
+            uuid.as_deref(),
+            Some("57c4445b-c548-4654-af0b-4be3950d210f")
+        );
+        assert_eq!((d.rows, d.bad_rows), (9, 0));
+        assert!(d.attributes.iter().any(|a| a.misp_type == "regkey|value"));
+        let (m, bad) = decode_manifest(include_bytes!(
+            "../../tests/fixtures/feed-infoblox/manifest.json"
+        ))
+        .unwrap();
+        assert_eq!((m.len(), bad), (3, 0));
     }
 
     #[test]
