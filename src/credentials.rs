@@ -12,8 +12,8 @@ use zeroize::Zeroizing;
 const MAX_KEY_FILE: u64 = 4096;
 
 /// A MISP API key. `Debug` and `Display` print `ApiKey(***)`; the only way to the text is
-/// [`ApiKey::expose`], called when building the `Authorization` header.
-#[derive(Clone)]
+/// [`ApiKey::expose`], called when building the `Authorization` header. Not `Clone`: share it
+/// behind an `Arc` so that one copy exists.
 pub struct ApiKey(SecretString);
 
 impl ApiKey {

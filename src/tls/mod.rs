@@ -622,6 +622,47 @@ mod tests {
     }
 
     #[test]
+    fn ca_file_problems_name_the_file() {
+        let dir = std::env::temp_dir().join(format!("mispd-tls-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.pem");
+        let err = client_config(&TlsSettings {
+            pins: vec![],
+            ca_file: Some(missing.clone()),
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, TlsError::CaFile { .. }) && err.to_string().contains("missing.pem"),
+            "{err}"
+        );
+        let empty = dir.join("empty.pem");
+        std::fs::write(
+            &empty,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let err = client_config(&TlsSettings {
+            pins: vec![],
+            ca_file: Some(empty),
+        })
+        .unwrap_err();
+        assert!(matches!(err, TlsError::CaFileEmpty { .. }), "{err:?}");
+        let garbage = dir.join("garbage.pem");
+        std::fs::write(
+            &garbage,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let err = client_config(&TlsSettings {
+            pins: vec![],
+            ca_file: Some(garbage),
+        })
+        .unwrap_err();
+        assert!(matches!(err, TlsError::CaFileBad { .. }), "{err:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn only_https_urls() {
         assert!(host_port("http://misp.example").is_err());
         assert_eq!(

@@ -188,9 +188,9 @@ impl MispServer {
         }
     }
 
-    /// A server with a fresh self-signed certificate for `localhost`.
+    /// A server with a fresh self-signed certificate for `localhost` and `127.0.0.1`.
     pub async fn start_self_signed() -> MispServer {
-        Self::start(&super::certs::self_signed(&["localhost"])).await
+        Self::start(&super::certs::self_signed(&["localhost", "127.0.0.1"])).await
     }
 
     /// TLS settings that pin this server (no ca-file).
