@@ -1,0 +1,580 @@
+//! MISP's JSON as it really arrives: `/attributes/restSearch` pages, feed event files and feed
+//! manifests. Numbers come as strings or integers, flags as bools, 0/1 or "0"/"1", tags may be
+//! null, unknown keys are ignored. One malformed attribute is skipped and counted; a page that
+//! is not JSON, or not of a known shape, is an error (never "the end").
+
+use crate::model::Attribute;
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Why a body could not be read as MISP data.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error(
+        "invalid JSON at line {line} column {column}: {message} (truncated or corrupted response?)"
+    )]
+    Json {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("unexpected JSON shape: {0}")]
+    Shape(String),
+}
+
+impl From<serde_json::Error> for WireError {
+    fn from(e: serde_json::Error) -> Self {
+        WireError::Json {
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Attributes decoded from one body, and how many rows were skipped as malformed.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Decoded {
+    pub attributes: Vec<Attribute>,
+    /// Rows in the body (good and bad).
+    pub rows: usize,
+    /// Rows skipped because a field had the wrong type or a required one was missing.
+    pub bad_rows: usize,
+}
+
+fn flex_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
+                    .map(|f| f as i64)
+            })
+            .map(Some)
+            .ok_or_else(|| de::Error::custom("number out of range")),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| de::Error::custom("not an integer")),
+        Some(other) => Err(de::Error::custom(format!(
+            "expected an integer, got {other}"
+        ))),
+    }
+}
+
+fn flex_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(b)),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(0) => Ok(Some(false)),
+            Some(1) => Ok(Some(true)),
+            _ => Err(de::Error::custom("expected 0 or 1")),
+        },
+        Some(Value::String(s)) => match s.trim() {
+            "0" | "false" | "" => Ok(Some(false)),
+            "1" | "true" => Ok(Some(true)),
+            _ => Err(de::Error::custom("expected a boolean")),
+        },
+        Some(other) => Err(de::Error::custom(format!(
+            "expected a boolean, got {other}"
+        ))),
+    }
+}
+
+fn null_vec<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
+#[derive(Deserialize, Debug, Default)]
+pub struct WireTag {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, deserialize_with = "flex_bool")]
+    pub inherited: Option<bool>,
+}
+
+/// The bits of a nested `Event` (restSearch `includeContext`/default, or a feed event) we use.
+#[derive(Deserialize, Debug, Default)]
+pub struct WireEventRef {
+    #[serde(default)]
+    pub uuid: Option<String>,
+    #[serde(default, deserialize_with = "flex_bool")]
+    pub published: Option<bool>,
+    #[serde(default, rename = "Tag", deserialize_with = "null_vec")]
+    pub tags: Vec<WireTag>,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct WireAttribute {
+    pub uuid: String,
+    #[serde(rename = "type")]
+    pub misp_type: String,
+    #[serde(default)]
+    pub category: Option<String>,
+    pub value: String,
+    #[serde(default, deserialize_with = "flex_bool")]
+    pub to_ids: Option<bool>,
+    #[serde(default, deserialize_with = "flex_bool")]
+    pub deleted: Option<bool>,
+    #[serde(default, deserialize_with = "flex_i64")]
+    pub timestamp: Option<i64>,
+    #[serde(default)]
+    pub last_seen: Option<Value>,
+    #[serde(default)]
+    pub event_uuid: Option<String>,
+    #[serde(default, rename = "Event")]
+    pub event: Option<WireEventRef>,
+    #[serde(default, rename = "Tag", deserialize_with = "null_vec")]
+    pub tags: Vec<WireTag>,
+}
+
+/// What a feed event file or restSearch row inherits from its event.
+#[derive(Default, Clone, Copy)]
+pub struct EventContext<'a> {
+    pub uuid: Option<&'a str>,
+    pub published: Option<bool>,
+    pub tags: &'a [WireTag],
+}
+
+impl WireAttribute {
+    /// Converts to the shared model. Tags: the attribute's own first, then inherited ones
+    /// (restSearch marks them `inherited`), then the event's, without duplicates.
+    pub fn into_model(self, ctx: EventContext<'_>) -> Attribute {
+        let mut tags: Vec<String> = Vec::new();
+        let mut push = |name: &str| {
+            if !name.is_empty() && !tags.iter().any(|t| t == name) {
+                tags.push(name.to_string());
+            }
+        };
+        for t in self.tags.iter().filter(|t| t.inherited != Some(true)) {
+            push(&t.name);
+        }
+        for t in self.tags.iter().filter(|t| t.inherited == Some(true)) {
+            push(&t.name);
+        }
+        if let Some(ev) = &self.event {
+            for t in &ev.tags {
+                push(&t.name);
+            }
+        }
+        for t in ctx.tags {
+            push(&t.name);
+        }
+        let event_uuid = self
+            .event_uuid
+            .filter(|u| !u.is_empty())
+            .or_else(|| self.event.as_ref().and_then(|e| e.uuid.clone()))
+            .or_else(|| ctx.uuid.map(str::to_string));
+        let event_published = self
+            .event
+            .as_ref()
+            .and_then(|e| e.published)
+            .or(ctx.published);
+        let last_seen = match &self.last_seen {
+            Some(Value::String(s)) => parse_iso8601(s),
+            Some(Value::Number(n)) => n.as_i64().map(|v| {
+                if v > 100_000_000_000 {
+                    v / 1_000_000
+                } else {
+                    v
+                }
+            }),
+            _ => None,
+        };
+        Attribute {
+            uuid: self.uuid,
+            event_uuid,
+            misp_type: self.misp_type,
+            category: self.category.unwrap_or_default(),
+            value: self.value,
+            to_ids: self.to_ids.unwrap_or(false),
+            deleted: self.deleted.unwrap_or(false),
+            timestamp: self.timestamp.unwrap_or(0),
+            tags,
+            last_seen,
+            event_published,
+        }
+    }
+}
+
+/// Decodes rows one by one so that a malformed row is counted, not fatal.
+fn decode_rows(rows: Vec<Value>, ctx: EventContext<'_>, out: &mut Decoded) {
+    out.rows += rows.len();
+    for row in rows {
+        match serde_json::from_value::<WireAttribute>(row) {
+            Ok(a) if !a.uuid.is_empty() && !a.misp_type.is_empty() => {
+                out.attributes.push(a.into_model(ctx))
+            }
+            Ok(_) | Err(_) => out.bad_rows += 1,
+        }
+    }
+}
+
+fn take_array(v: &mut Value, what: &str) -> Result<Vec<Value>, WireError> {
+    match v.take() {
+        Value::Array(a) => Ok(a),
+        Value::Null => Ok(Vec::new()),
+        other => Err(WireError::Shape(format!(
+            "{what} is {} instead of an array",
+            kind(&other)
+        ))),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Decodes an `/attributes/restSearch` JSON body: `{"response":{"Attribute":[...]}}`, the
+/// unwrapped `{"Attribute":[...]}` (what PyMISP hands around), or `{"response":[]}` (an empty
+/// result from some versions).
+pub fn decode_rest_search(body: &[u8]) -> Result<Decoded, WireError> {
+    let mut v: Value = serde_json::from_slice(body)?;
+    let mut inner = match v.get_mut("response") {
+        Some(r) => r.take(),
+        None => v,
+    };
+    let rows = match &mut inner {
+        Value::Array(a) if a.is_empty() => Vec::new(),
+        Value::Object(o) => match o.get_mut("Attribute") {
+            Some(a) => take_array(a, "`Attribute`")?,
+            None => {
+                return Err(WireError::Shape(
+                    "no `Attribute` list in the response".into(),
+                ))
+            }
+        },
+        other => return Err(WireError::Shape(format!("the response is {}", kind(other)))),
+    };
+    let mut out = Decoded::default();
+    decode_rows(rows, EventContext::default(), &mut out);
+    Ok(out)
+}
+
+/// Decodes a feed event file `{"Event":{..., "Attribute":[...], "Object":[{"Attribute":[...]}]}}`
+/// (the unwrapped event is accepted too). Attributes of objects are included; event tags are
+/// inherited; `event_published` comes from `Event.published`.
+pub fn decode_feed_event(body: &[u8]) -> Result<(Option<String>, Decoded), WireError> {
+    let mut v: Value = serde_json::from_slice(body)?;
+    // Anything that is not recognisably an event is an error, not an empty event: an empty
+    // event would read as "all its attributes were deleted".
+    let unwrapped =
+        v.get("uuid").is_some() && (v.get("info").is_some() || v.get("Attribute").is_some());
+    let mut event = match v.get_mut("Event") {
+        Some(e) => e.take(),
+        None if unwrapped => v,
+        None => return Err(WireError::Shape("no `Event` object".into())),
+    };
+    let Value::Object(obj) = &mut event else {
+        return Err(WireError::Shape(format!("the event is {}", kind(&event))));
+    };
+    let mut attrs = match obj.get_mut("Attribute") {
+        Some(a) => take_array(a, "`Event.Attribute`")?,
+        None => Vec::new(),
+    };
+    if let Some(objects) = obj.get_mut("Object") {
+        for mut o in take_array(objects, "`Event.Object`")? {
+            if let Some(a) = o.get_mut("Attribute") {
+                attrs.extend(take_array(a, "`Object.Attribute`")?);
+            }
+        }
+    }
+    let head: WireEventRef = serde_json::from_value(event)
+        .map_err(|e| WireError::Shape(format!("event header: {e}")))?;
+    let ctx = EventContext {
+        uuid: head.uuid.as_deref(),
+        published: head.published,
+        tags: &head.tags,
+    };
+    let mut out = Decoded::default();
+    decode_rows(attrs, ctx, &mut out);
+    Ok((head.uuid.clone(), out))
+}
+
+#[derive(Deserialize)]
+struct ManifestEntry {
+    #[serde(default, deserialize_with = "flex_i64")]
+    timestamp: Option<i64>,
+}
+
+/// Decodes a feed `manifest.json`: event uuid -> event timestamp. Entries with a bad uuid or
+/// no usable timestamp are counted in the second value and left out.
+pub fn decode_manifest(body: &[u8]) -> Result<(BTreeMap<String, i64>, usize), WireError> {
+    let v: BTreeMap<String, Value> = serde_json::from_slice(body)?;
+    let mut out = BTreeMap::new();
+    let mut bad = 0;
+    for (uuid, entry) in v {
+        match serde_json::from_value::<ManifestEntry>(entry) {
+            Ok(ManifestEntry {
+                timestamp: Some(ts),
+            }) if is_uuid(&uuid) => {
+                out.insert(uuid.to_ascii_lowercase(), ts);
+            }
+            _ => bad += 1,
+        }
+    }
+    Ok((out, bad))
+}
+
+/// `8-4-4-4-12` hex digits: the only event names a feed may use (no path tricks).
+pub fn is_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// Parses MISP's ISO 8601 times (`2023-02-08T00:00:00.000000+00:00`, `...Z`, or a bare date)
+/// to epoch seconds.
+pub fn parse_iso8601(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let b = s.as_bytes();
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let mut secs = crate::tls::der::days_from_civil(y, mo, d) * 86_400;
+    if b.len() == 10 {
+        return Some(secs);
+    }
+    if !matches!(b[10], b'T' | b' ') || b.len() < 19 || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    secs += num(11..13)? * 3600 + num(14..16)? * 60 + num(17..19)?;
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        rest = &frac[digits..];
+    }
+    match rest.as_bytes() {
+        [] | [b'Z'] => Some(secs),
+        [sign @ (b'+' | b'-'), ..] => {
+            let off = rest[1..].replace(':', "");
+            if off.len() != 4 || !off.bytes().all(|c| c.is_ascii_digit()) {
+                return None;
+            }
+            let mins = off[..2].parse::<i64>().ok()? * 60 + off[2..].parse::<i64>().ok()?;
+            Some(if *sign == b'+' {
+                secs - mins * 60
+            } else {
+                secs + mins * 60
+            })
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_times() {
+        assert_eq!(parse_iso8601("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_iso8601("2023-02-08T00:00:00.000000+00:00"),
+            Some(1_675_814_400)
+        );
+        assert_eq!(
+            parse_iso8601("2023-02-08T01:00:00+01:00"),
+            Some(1_675_814_400)
+        );
+        assert_eq!(parse_iso8601("2023-02-08"), Some(1_675_814_400));
+        assert_eq!(parse_iso8601("yesterday"), None);
+        assert_eq!(parse_iso8601("2023-02-08T00:00:00+0"), None);
+    }
+
+    #[test]
+    fn flexible_fields_and_bad_rows() {
+        let body = br#"{"response":{"Attribute":[
+            {"uuid":"u1","type":"ip-dst","category":"Network activity","value":"192.0.2.1","to_ids":"1","deleted":0,"timestamp":1700000000,"Tag":null,"event_uuid":"e1"},
+            {"uuid":"u2","type":"domain","value":"example.org","to_ids":true,"timestamp":"1700000001","last_seen":"2023-02-08T00:00:00.000000+00:00",
+             "Tag":[{"name":"tlp:green","inherited":1},{"name":"own"}],"Event":{"uuid":"e2","published":true},"unknown":{"x":1}},
+            {"uuid":"u3","type":"domain","value":"bad.example","timestamp":{"nested":true}},
+            {"type":"domain","value":"no-uuid.example"},
+            {"uuid":"u5","type":"domain","value":"x.example","to_ids":"maybe"}
+        ]}}"#;
+        let d = decode_rest_search(body).unwrap();
+        assert_eq!((d.rows, d.bad_rows, d.attributes.len()), (5, 3, 2));
+        let a = &d.attributes[0];
+        assert!(a.to_ids && !a.deleted && a.tags.is_empty());
+        assert_eq!(
+            (a.timestamp, a.event_uuid.as_deref()),
+            (1_700_000_000, Some("e1"))
+        );
+        let b = &d.attributes[1];
+        assert_eq!(b.tags, vec!["own", "tlp:green"]);
+        assert_eq!(b.event_uuid.as_deref(), Some("e2"));
+        assert_eq!(b.event_published, Some(true));
+        assert_eq!(b.last_seen, Some(1_675_814_400));
+    }
+
+    #[test]
+    fn shapes() {
+        assert_eq!(decode_rest_search(br#"{"response":[]}"#).unwrap().rows, 0);
+        assert_eq!(
+            decode_rest_search(br#"{"response":{"Attribute":[]}}"#)
+                .unwrap()
+                .rows,
+            0
+        );
+        assert_eq!(
+            decode_rest_search(br#"{"Attribute":[{"uuid":"a","type":"md5","value":"x"}]}"#)
+                .unwrap()
+                .rows,
+            1
+        );
+        assert!(matches!(
+            decode_rest_search(br#"{"response":{"Attribute":[{"uuid":"a""#),
+            Err(WireError::Json { .. })
+        ));
+        assert!(matches!(
+            decode_rest_search(br#"{"response":{}}"#),
+            Err(WireError::Shape(_))
+        ));
+        assert!(matches!(
+            decode_rest_search(br#"[1,2]"#),
+            Err(WireError::Shape(_))
+        ));
+        assert!(matches!(
+            decode_rest_search(br#"{"response":{"Attribute":{"a":1}}}"#),
+            Err(WireError::Shape(_))
+        ));
+    }
+
+    #[test]
+    fn feed_event_with_objects_and_event_tags() {
+        let body = br#"{"Event":{"uuid":"5dee939d-5e18-45cc-8be6-31abc0a8018c","info":"x","published":"1",
+            "Tag":[{"name":"tlp:white"},{"name":"osint"}],
+            "Attribute":[{"uuid":"a1","type":"md5","value":"d41d8cd98f00b204e9800998ecf8427e","to_ids":"1","timestamp":"1575909901",
+                          "Tag":[{"name":"own"},{"name":"osint"}]}],
+            "Object":[{"name":"file","Attribute":[{"uuid":"a2","type":"filename","value":"x.exe","timestamp":"1575909902"}]},
+                      {"name":"empty"}]}}"#;
+        let (uuid, d) = decode_feed_event(body).unwrap();
+        assert_eq!(
+            uuid.as_deref(),
+            Some("5dee939d-5e18-45cc-8be6-31abc0a8018c")
+        );
+        assert_eq!((d.rows, d.bad_rows), (2, 0));
+        let a = &d.attributes[0];
+        assert_eq!(a.tags, vec!["own", "osint", "tlp:white"]);
+        assert_eq!(a.event_published, Some(true));
+        assert_eq!(a.event_uuid, uuid);
+        assert_eq!(d.attributes[1].tags, vec!["tlp:white", "osint"]);
+        assert!(!d.attributes[1].to_ids);
+    }
+
+    #[test]
+    fn things_that_are_not_events_are_errors() {
+        for body in [
+            &br#"{}"#[..],
+            br#"{"response":[{"Event":{}}]}"#,
+            br#"{"5dee939d-5e18-45cc-8be6-31abc0a8018c":{"timestamp":1}}"#,
+            b"[]",
+        ] {
+            assert!(
+                decode_feed_event(body).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // PyMISP's unwrapped event is accepted.
+        let (u, d) = decode_feed_event(
+            br#"{"uuid":"e","info":"i","Attribute":[{"uuid":"a","type":"md5","value":"v"}]}"#,
+        )
+        .unwrap();
+        assert_eq!((u.as_deref(), d.rows), (Some("e"), 1));
+    }
+
+    #[test]
+    fn every_truncation_of_a_real_page_is_an_error() {
+        let body =
+            include_bytes!("../../tests/fixtures/restsearch/demisto_search_attribute_by_type.json");
+        let full = decode_rest_search(body).unwrap();
+        assert_eq!(full.rows, 2);
+        for cut in 0..body.len() - 1 {
+            let prefix = &body[..cut];
+            if prefix.iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b'}')
+                && cut > body.len() - 4
+            {
+                continue; // only trailing whitespace is missing
+            }
+            assert!(decode_rest_search(prefix).is_err(), "cut at {cut} decoded");
+        }
+        let event = include_bytes!(
+            "../../tests/fixtures/feed-infoblox/dad88707-beb8-4a14-94e2-5ffecf5a5f85.json"
+        );
+        for cut in (0..event.len() - 2).step_by(7) {
+            assert!(
+                decode_feed_event(&event[..cut]).is_err(),
+                "cut at {cut} decoded"
+            );
+        }
+    }
+
+    #[test]
+    fn real_fixture_bodies() {
+        let stix = decode_rest_search(include_bytes!(
+            "../../tests/fixtures/restsearch/misp-stix_test_attributes_collection_1.json"
+        ))
+        .unwrap();
+        assert_eq!((stix.rows, stix.bad_rows), (2, 0));
+        assert_eq!(stix.attributes[0].misp_type, "AS");
+        assert_eq!(stix.attributes[0].timestamp, 1_603_642_920);
+        let ev = include_bytes!(
+            "../../tests/fixtures/events/PyMISP_57c4445b-c548-4654-af0b-4be3950d210f.json"
+        );
+        let (uuid, d) = decode_feed_event(ev).unwrap();
+        assert_eq!(
+            uuid.as_deref(),
+            Some("57c4445b-c548-4654-af0b-4be3950d210f")
+        );
+        assert_eq!((d.rows, d.bad_rows), (9, 0));
+        assert!(d.attributes.iter().any(|a| a.misp_type == "regkey|value"));
+        let (m, bad) = decode_manifest(include_bytes!(
+            "../../tests/fixtures/feed-infoblox/manifest.json"
+        ))
+        .unwrap();
+        assert_eq!((m.len(), bad), (3, 0));
+    }
+
+    #[test]
+    fn manifest_and_uuid() {
+        let (m, bad) = decode_manifest(
+            br#"{"5dee79d3-cc58-4c82-a7fd-31a9c0a8018c":{"timestamp":"1575909901"},
+                 "0472809b-1582-4dde-88a9-d82848e9e660":{"timestamp":1700000000},
+                 "../etc/passwd":{"timestamp":1}, "0472809b-1582-4dde-88a9-d82848e9e661":{}}"#,
+        )
+        .unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(bad, 2);
+        assert!(is_uuid("0472809b-1582-4dde-88a9-d82848e9e660"));
+        assert!(!is_uuid("0472809b-1582-4dde-88a9-d82848e9e66/"));
+        assert!(!is_uuid("../../../../../../../../../../../etc"));
+    }
+}
