@@ -7,3 +7,4 @@ pub mod index;
 pub mod model;
 pub mod normalize;
 pub mod state;
+pub mod validate;
