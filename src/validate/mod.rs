@@ -1,0 +1,675 @@
+//! Validation: every attribute from every source passes through here before anything is
+//! published. Pure logic over data (files are read only when lists are loaded and host facts
+//! discovered): syntax by MISP type, sanity (bogons, too-broad networks, public suffixes),
+//! protected host infrastructure, MISP warninglists, the local allowlist, and the mass-change
+//! breakers. See `docs/validation.md` for the operator's view.
+//!
+//! Checks run in this order and the first failure is the rejection reason:
+//! 1. syntax (`syntax`, or `defanged` when refanging is off), 2. sanity (`bogon`, `too-broad`,
+//!    `public-suffix`), 3. `protected`, 4. `warninglist`, 5. `allowlist`.
+
+mod allowlist;
+pub mod breaker;
+mod protected;
+mod sanity;
+mod syntax;
+mod types;
+mod warninglist;
+
+pub use breaker::{judge_change, BreakerLimits, BreakerVerdict};
+pub use protected::Protected;
+pub use warninglist::{Action, Category, KNOWN_LISTS};
+
+use crate::model::{Attribute, Indicator, Kind, Provenance, RejectReason, Rejection};
+use allowlist::Allowlist;
+use ipnet::IpNet;
+use sanity::{Insane, Sanity};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use syntax::{Parsed, UrlHost};
+use types::{Part, Shape};
+use warninglist::{Probe, RawHit, Warninglists};
+
+/// The `[validation]` section of the configuration. Every field has a safe default.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct Settings {
+    /// Directories of MISP warninglists, each in MISP layout (`lists/<name>/list.json`) or flat
+    /// (`<name>/list.json`). Default: `["/usr/share/mispd/warninglists"]` (shipped with the package).
+    pub warninglists: Vec<PathBuf>,
+    /// Action per list (folder name such as `amazon-aws`, or the list's `name`): `block` or
+    /// `inform`. Default: `block` for false-positive lists, `inform` for the known-services
+    /// lists (dynamic DNS, URL shorteners, VPN exits...; see [`KNOWN_LISTS`]).
+    pub warninglist_actions: BTreeMap<String, Action>,
+    /// Lists not loaded at all (folder name or list name). Default: none.
+    pub disabled_warninglists: Vec<String>,
+    /// The local allowlist file; a missing file is an empty allowlist. `""` disables it.
+    /// Default: `/etc/mispd/allowlist.txt`.
+    pub allowlist: Option<PathBuf>,
+    /// IPv4 networks shorter than this prefix are rejected as `too-broad`. Default: 16.
+    pub min_prefix_v4: u8,
+    /// IPv6 networks shorter than this prefix are rejected as `too-broad`. Default: 32.
+    pub min_prefix_v6: u8,
+    /// Special-purpose ranges that may be published anyway (e.g. a lab's own RFC 1918 network),
+    /// as CIDRs; an indicator must lie entirely inside one. Default: none.
+    pub allow_bogons: Vec<String>,
+    /// Refang defanged values (`hxxp://`, `[.]`) and publish them with a `refanged` note; when
+    /// false they are quarantined with reason `defanged`. Default: true (the real defanged
+    /// values seen are flagged `to_ids` by their authors and are real indicators).
+    pub refang: bool,
+    /// Breaker: hold a sync that adds more than this many indicators. Default: 500000.
+    pub max_added: usize,
+    /// Breaker: hold a sync whose additions exceed this percentage of the current set. Default: 1000.
+    pub max_added_percent: u32,
+    /// Breaker: hold a sync that removes more than this percentage of the current set. Default: 50.
+    pub max_removed_percent: u32,
+    /// Breaker: the percentage limits apply only to changes larger than this. Default: 100.
+    pub breaker_floor: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let b = BreakerLimits::default();
+        Settings {
+            warninglists: vec![PathBuf::from("/usr/share/mispd/warninglists")],
+            warninglist_actions: BTreeMap::new(),
+            disabled_warninglists: Vec::new(),
+            allowlist: Some(PathBuf::from("/etc/mispd/allowlist.txt")),
+            min_prefix_v4: 16,
+            min_prefix_v6: 32,
+            allow_bogons: Vec::new(),
+            refang: true,
+            max_added: b.max_added,
+            max_added_percent: b.max_added_percent,
+            max_removed_percent: b.max_removed_percent,
+            breaker_floor: b.floor,
+        }
+    }
+}
+
+impl Settings {
+    /// Semantic checks; the message names the key.
+    pub fn check(&self) -> Result<(), String> {
+        if !(1..=32).contains(&self.min_prefix_v4) {
+            return Err(format!(
+                "validation.min-prefix-v4 = {} must be between 1 and 32",
+                self.min_prefix_v4
+            ));
+        }
+        if !(1..=128).contains(&self.min_prefix_v6) {
+            return Err(format!(
+                "validation.min-prefix-v6 = {} must be between 1 and 128",
+                self.min_prefix_v6
+            ));
+        }
+        for b in &self.allow_bogons {
+            syntax::parse_net(b.trim(), true).map_err(|e| {
+                format!("validation.allow-bogons: {e} (write a CIDR such as 10.9.0.0/16)")
+            })?;
+        }
+        if !(1..=100).contains(&self.max_removed_percent) {
+            return Err(format!(
+                "validation.max-removed-percent = {} must be between 1 and 100",
+                self.max_removed_percent
+            ));
+        }
+        if self.max_added_percent == 0 {
+            return Err("validation.max-added-percent must be at least 1".into());
+        }
+        if self.max_added == 0 {
+            return Err("validation.max-added must be at least 1".into());
+        }
+        for k in self.warninglist_actions.keys() {
+            if k.trim().is_empty() {
+                return Err("validation.warninglist-actions has an empty list name".into());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn breaker_limits(&self) -> BreakerLimits {
+        BreakerLimits {
+            max_added: self.max_added,
+            max_added_percent: self.max_added_percent,
+            max_removed_percent: self.max_removed_percent,
+            floor: self.breaker_floor,
+        }
+    }
+}
+
+/// The outcome for one attribute. A composite may yield two indicators, or one accepted and
+/// one rejected half.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Judged {
+    pub accepted: Vec<Indicator>,
+    pub rejected: Vec<Rejection>,
+    /// The type is not indexed (or the attribute is deleted): nothing to publish, nothing held.
+    pub skipped: bool,
+}
+
+/// A warninglist a value is on (for lookups: "listed as a public DNS resolver").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WarninglistHit {
+    /// Folder name, e.g. `public-dns-v4`.
+    pub list: String,
+    /// The list's own name.
+    pub name: String,
+    pub category: Category,
+    pub action: Action,
+}
+
+/// What is loaded, for status and logs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ValidatorStats {
+    pub warninglists: usize,
+    pub warninglist_entries: usize,
+    /// Entries per list type (`cidr`, `hostname`, `string`, `substring`, `regex`).
+    pub entries_by_type: BTreeMap<String, usize>,
+    pub blocking_lists: usize,
+    pub informing_lists: usize,
+    pub allowlist_entries: usize,
+    pub protected_addresses: usize,
+    pub protected_names: usize,
+}
+
+/// The loaded validator: immutable, `Send + Sync`, shared by all workers behind an `Arc` and
+/// rebuilt on reload.
+#[derive(Debug)]
+pub struct Validator {
+    refang: bool,
+    sanity: Sanity,
+    protected: Protected,
+    lists: Warninglists,
+    allow: Allowlist,
+    /// Interned MISP type and category strings, so indicators share them.
+    strings: HashMap<Box<str>, Arc<str>>,
+}
+
+/// MISP's categories (describeTypes.json), interned at load.
+const CATEGORIES: &[&str] = &[
+    "Internal reference",
+    "Targeting data",
+    "Antivirus detection",
+    "Payload delivery",
+    "Artifacts dropped",
+    "Payload installation",
+    "Persistence mechanism",
+    "Network activity",
+    "Payload type",
+    "Attribution",
+    "External analysis",
+    "Financial fraud",
+    "Support Tool",
+    "Social network",
+    "Person",
+    "Other",
+];
+
+/// One indexed part that passed syntax.
+struct Checked {
+    parsed: Parsed,
+    notes: Vec<Box<str>>,
+    label: &'static str,
+    part: Part,
+}
+
+impl Validator {
+    /// Load lists and the allowlist. Never fails: problems (a malformed list, a missing
+    /// directory) are returned as warnings for the log and the rest is used.
+    pub fn load(settings: &Settings, protected: Protected) -> (Validator, Vec<String>) {
+        let mut warnings = Vec::new();
+        let allowed = settings
+            .allow_bogons
+            .iter()
+            .filter_map(|b| match syntax::parse_net(b.trim(), true) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    warnings.push(format!("validation.allow-bogons entry ignored: {e}"));
+                    None
+                }
+            })
+            .collect();
+        let lists = Warninglists::load(
+            &settings.warninglists,
+            &settings.warninglist_actions,
+            &settings.disabled_warninglists,
+            &mut warnings,
+        );
+        for name in settings.warninglist_actions.keys() {
+            if !lists
+                .lists
+                .iter()
+                .any(|l| *l.id == **name || *l.name == **name)
+            {
+                warnings.push(format!(
+                    "validation.warninglist-actions names `{name}`, which is not a loaded list"
+                ));
+            }
+        }
+        let allow = match &settings.allowlist {
+            Some(p) if !p.as_os_str().is_empty() => Allowlist::load(p, &mut warnings),
+            _ => Allowlist::default(),
+        };
+        let strings = CATEGORIES
+            .iter()
+            .chain(types::INDEXED_TYPES)
+            .map(|s| (Box::from(*s), Arc::from(*s)))
+            .collect();
+        let v = Validator {
+            refang: settings.refang,
+            sanity: Sanity::new(allowed, settings.min_prefix_v4, settings.min_prefix_v6),
+            protected,
+            lists,
+            allow,
+            strings,
+        };
+        (v, warnings)
+    }
+
+    pub fn stats(&self) -> ValidatorStats {
+        let l = &self.lists.lists;
+        ValidatorStats {
+            warninglists: l.len(),
+            warninglist_entries: l.iter().map(|l| l.entries).sum(),
+            entries_by_type: self
+                .lists
+                .entries_by_type()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            blocking_lists: l.iter().filter(|l| l.action == Action::Block).count(),
+            informing_lists: l.iter().filter(|l| l.action == Action::Inform).count(),
+            allowlist_entries: self.allow.len(),
+            protected_addresses: self.protected.addrs().count(),
+            protected_names: self.protected.names().count(),
+        }
+    }
+
+    /// Which loaded warninglists a (raw, user-supplied) value is on, whatever its type.
+    pub fn warninglist_hits(&self, value: &str) -> Vec<WarninglistHit> {
+        let v = syntax::refang(value.trim()).into_owned();
+        let (text, net, is_name) = if let Ok(n) = syntax::parse_net(&v, true) {
+            (net_text(n), Some(n), false)
+        } else if let Some(u) = v
+            .contains("://")
+            .then(|| crate::normalize::url(&v))
+            .flatten()
+        {
+            (u, None, false)
+        } else if let Ok(n) = syntax::name(&v) {
+            (n, None, true)
+        } else if v.contains('@') {
+            (crate::normalize::email(&v).unwrap_or(v), None, false)
+        } else {
+            (crate::normalize::hex(&v).unwrap_or(v), None, false)
+        };
+        let mut hits = Vec::new();
+        let probe = Probe {
+            text: &text,
+            net,
+            is_name,
+        };
+        self.lists.check(&probe, self.lists.all(), &mut hits);
+        hits.iter()
+            .map(|h| {
+                let l = &self.lists.lists[h.list as usize];
+                WarninglistHit {
+                    list: l.id.to_string(),
+                    name: l.name.to_string(),
+                    category: l.category,
+                    action: l.action,
+                }
+            })
+            .collect()
+    }
+
+    /// Judge one attribute. Composites yield up to two indicators; types mispd does not index
+    /// (comment, text, link, email-attachment...) and deleted attributes are `skipped`.
+    pub fn judge(&self, source: &Arc<str>, attr: &Attribute, now: i64) -> Judged {
+        let mut out = Judged::default();
+        let shape = match types::shape(&attr.misp_type) {
+            Some(s) if !attr.deleted => s,
+            _ => {
+                out.skipped = true;
+                return out;
+            }
+        };
+        let raw = attr.value.trim();
+        let reject = |code: &str, detail: String| Rejection {
+            source: source.clone(),
+            value: raw.into(),
+            misp_type: attr.misp_type.as_str().into(),
+            event_uuid: attr.event_uuid.as_deref().map(Box::from),
+            attribute_uuid: attr.uuid.as_str().into(),
+            reason: RejectReason {
+                code: code.into(),
+                detail: detail.into(),
+            },
+            at: now,
+        };
+        // Syntax of every part first: one malformed half makes the whole attribute malformed.
+        let mut checked: Vec<Checked> = Vec::with_capacity(2);
+        let parts: [(Part, &str, &'static str); 2];
+        let parts: &[(Part, &str, &'static str)] = match shape {
+            Shape::Single(p) => {
+                parts = [(p, raw, ""), (Part::Ignored, "", "")];
+                &parts[..1]
+            }
+            Shape::Pair(a, b) => match raw.split_once('|') {
+                Some((x, y)) => {
+                    parts = [(a, x.trim(), part_label(a)), (b, y.trim(), part_label(b))];
+                    &parts[..]
+                }
+                None => {
+                    out.rejected.push(reject(
+                        "syntax",
+                        format!("a {} value must be two parts joined by `|`", attr.misp_type),
+                    ));
+                    return out;
+                }
+            },
+        };
+        for &(part, v, label) in parts {
+            let mut notes = Vec::new();
+            let v = if syntax::is_defanged(v) && !matches!(part, Part::Hash(_) | Part::Text) {
+                if !self.refang {
+                    out.rejected.push(reject(
+                        "defanged",
+                        with_label(label, format!("`{v}` is defanged and refang is off")),
+                    ));
+                    return out;
+                }
+                notes.push(Box::from("refanged"));
+                syntax::refang(v)
+            } else {
+                std::borrow::Cow::Borrowed(v)
+            };
+            match syntax::parse(part, &v) {
+                Ok(Some(parsed)) => {
+                    if let Parsed::Net(n) = &parsed {
+                        if syntax::had_host_bits(&v) {
+                            notes.push(format!("host bits cleared: {v} published as {n}").into());
+                        }
+                    }
+                    checked.push(Checked {
+                        parsed,
+                        notes,
+                        label,
+                        part,
+                    });
+                }
+                Ok(None) => {}
+                Err(detail) => {
+                    out.rejected
+                        .push(reject("syntax", with_label(label, detail)));
+                    return out;
+                }
+            }
+        }
+        let mask = self.lists.mask(&attr.misp_type);
+        let mut provenance: Option<Provenance> = None;
+        let mut hits = Vec::new();
+        for c in checked {
+            match self.check(&c, mask, &mut hits) {
+                Ok(extra) => {
+                    let (value, kind) = value_kind(c.parsed, c.part);
+                    let mut notes = c.notes;
+                    notes.extend(extra);
+                    let p = provenance
+                        .get_or_insert_with(|| self.provenance(source, attr))
+                        .clone();
+                    out.accepted.push(Indicator {
+                        value: value.into_boxed_str(),
+                        kind,
+                        provenance: p,
+                        notes,
+                    });
+                }
+                Err((code, detail)) => out.rejected.push(reject(code, with_label(c.label, detail))),
+            }
+        }
+        out
+    }
+
+    /// Checks 2-5 on one part; `Ok` carries notes to add.
+    fn check(
+        &self,
+        c: &Checked,
+        mask: &[u64],
+        hits: &mut Vec<RawHit>,
+    ) -> Result<Vec<Box<str>>, (&'static str, String)> {
+        let insane = |e: Insane| match e {
+            Insane::Bogon(d) => ("bogon", d),
+            Insane::TooBroad(d) => ("too-broad", d),
+            Insane::PublicSuffix(d) => ("public-suffix", d),
+        };
+        let protected = |why: &str| ("protected", why.to_string());
+        let allowed = |d: String| ("allowlist", d);
+        let ip_text;
+        let probe = match &c.parsed {
+            Parsed::Net(n) => {
+                self.sanity.check_net(*n).map_err(insane)?;
+                if let Some(why) = self.protected.net(n) {
+                    return Err(protected(why));
+                }
+                ip_text = net_text(*n);
+                Probe {
+                    text: &ip_text,
+                    net: Some(*n),
+                    is_name: false,
+                }
+            }
+            Parsed::Name(name) => {
+                let domain = self.is_domain(c);
+                self.sanity.check_name(name).map_err(insane)?;
+                if let Some(why) = self.protected.name(name, domain) {
+                    return Err(protected(why));
+                }
+                Probe {
+                    text: name,
+                    net: None,
+                    is_name: true,
+                }
+            }
+            Parsed::Url { text, host } => {
+                match host {
+                    UrlHost::Ip(a) => {
+                        let n = IpNet::from(*a);
+                        self.sanity.check_net(n).map_err(insane)?;
+                        if let Some(why) = self.protected.net(&n) {
+                            return Err(protected(why));
+                        }
+                    }
+                    UrlHost::Name(h) => {
+                        self.sanity.check_name(h).map_err(insane)?;
+                        if let Some(why) = self.protected.name(h, false) {
+                            return Err(protected(why));
+                        }
+                    }
+                }
+                Probe {
+                    text,
+                    net: None,
+                    is_name: false,
+                }
+            }
+            Parsed::Email(t) | Parsed::Hash(t) | Parsed::Text(t) => Probe {
+                text: t,
+                net: None,
+                is_name: false,
+            },
+        };
+        hits.clear();
+        self.lists.check(&probe, mask, hits);
+        let mut notes = Vec::new();
+        if !hits.is_empty() {
+            let lists = &self.lists.lists;
+            let block = hits
+                .iter()
+                .find(|h| lists[h.list as usize].action == Action::Block);
+            if let Some(h) = block {
+                let l = &lists[h.list as usize];
+                return Err((
+                    "warninglist",
+                    format!("{} is on warninglist {} ({})", probe.text, l.id, l.name),
+                ));
+            }
+            if let Some(h) = hits.iter().find(|h| h.covers) {
+                let l = &lists[h.list as usize];
+                return Err((
+                    "warninglist",
+                    format!(
+                        "{} is itself an entry of known-services warninglist {} ({}): only names under it may be published",
+                        probe.text, l.id, l.name
+                    ),
+                ));
+            }
+            for h in hits.iter() {
+                notes.push(format!("warninglist:{}", lists[h.list as usize].id).into());
+            }
+        }
+        match &c.parsed {
+            Parsed::Net(n) => self.allow.net(n).map(allowed).map_or(Ok(()), Err)?,
+            Parsed::Name(name) => self
+                .allow
+                .name(name, self.is_domain(c))
+                .map(allowed)
+                .map_or(Ok(()), Err)?,
+            Parsed::Url { text, host } => {
+                let hit = match host {
+                    UrlHost::Ip(a) => self.allow.net(&IpNet::from(*a)),
+                    UrlHost::Name(h) => self.allow.name(h, false),
+                };
+                hit.or_else(|| self.allow.value(text))
+                    .map(allowed)
+                    .map_or(Ok(()), Err)?
+            }
+            Parsed::Email(e) => {
+                let dom = e.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+                self.allow
+                    .value(e)
+                    .or_else(|| self.allow.name(dom, false))
+                    .map(allowed)
+                    .map_or(Ok(()), Err)?
+            }
+            Parsed::Hash(t) | Parsed::Text(t) => {
+                self.allow.value(t).map(allowed).map_or(Ok(()), Err)?
+            }
+        }
+        Ok(notes)
+    }
+
+    fn is_domain(&self, c: &Checked) -> bool {
+        c.part == Part::Domain
+    }
+
+    fn intern(&self, s: &str) -> Arc<str> {
+        self.strings.get(s).cloned().unwrap_or_else(|| Arc::from(s))
+    }
+
+    fn provenance(&self, source: &Arc<str>, attr: &Attribute) -> Provenance {
+        Provenance {
+            source: source.clone(),
+            event_uuid: attr.event_uuid.as_deref().map(Arc::from),
+            attribute_uuid: Arc::from(attr.uuid.as_str()),
+            misp_type: self.intern(&attr.misp_type),
+            category: self.intern(&attr.category),
+            tags: attr.tags.iter().map(|t| Arc::from(t.as_str())).collect(),
+            timestamp: attr.timestamp,
+            to_ids: attr.to_ids,
+        }
+    }
+}
+
+fn part_label(p: Part) -> &'static str {
+    match p {
+        Part::Ip { .. } => "ip",
+        Part::Port => "port",
+        Part::Domain => "domain",
+        Part::Hostname => "hostname",
+        Part::Url => "url",
+        Part::Email => "email",
+        Part::Hash(_) => "hash",
+        Part::Text => "text",
+        Part::Ignored => "filename",
+    }
+}
+
+fn with_label(label: &str, detail: String) -> String {
+    if label.is_empty() {
+        detail
+    } else {
+        format!("{label} half: {detail}")
+    }
+}
+
+/// Canonical text of an address or network: a plain address for a full-length prefix.
+fn net_text(n: IpNet) -> String {
+    if n.prefix_len() == n.max_prefix_len() {
+        n.addr().to_string()
+    } else {
+        n.to_string()
+    }
+}
+
+fn value_kind(p: Parsed, part: Part) -> (String, Kind) {
+    match p {
+        Parsed::Net(n) if n.prefix_len() == n.max_prefix_len() => (net_text(n), Kind::Ip),
+        Parsed::Net(n) => (net_text(n), Kind::Cidr),
+        Parsed::Name(n) if part == Part::Hostname => (n, Kind::Hostname),
+        Parsed::Name(n) => (n, Kind::Domain),
+        Parsed::Url { text, .. } => (text, Kind::Url),
+        Parsed::Email(e) => (e, Kind::Email),
+        Parsed::Hash(h) => (h, Kind::Hash),
+        Parsed::Text(t) => (t, Kind::Other),
+    }
+}
+
+/// `child` is a proper subdomain of `parent` (`a.b.c` of `b.c`).
+pub(crate) fn is_subdomain_of(child: &str, parent: &str) -> bool {
+    child.len() > parent.len()
+        && child.ends_with(parent)
+        && child.as_bytes()[child.len() - parent.len() - 1] == b'.'
+}
+
+/// Makes indicators of one sync share their repeated strings (event uuids, categories, tag
+/// lists): run every accepted indicator through one `Interner` before building the index, so a
+/// million indicators keep one copy of each.
+#[derive(Debug, Default)]
+pub struct Interner {
+    strings: HashSet<Arc<str>>,
+    tag_lists: HashSet<Arc<[Arc<str>]>>,
+}
+
+impl Interner {
+    pub fn str(&mut self, s: &Arc<str>) -> Arc<str> {
+        match self.strings.get(&**s) {
+            Some(x) => x.clone(),
+            None => {
+                self.strings.insert(s.clone());
+                s.clone()
+            }
+        }
+    }
+
+    pub fn intern(&mut self, ind: &mut Indicator) {
+        let p = &mut ind.provenance;
+        p.source = self.str(&p.source);
+        p.misp_type = self.str(&p.misp_type);
+        p.category = self.str(&p.category);
+        if let Some(e) = &p.event_uuid {
+            p.event_uuid = Some(self.str(e));
+        }
+        let tags: Vec<Arc<str>> = p.tags.iter().map(|t| self.str(t)).collect();
+        p.tags = match self.tag_lists.get(&tags[..]) {
+            Some(t) => t.clone(),
+            None => {
+                let t: Arc<[Arc<str>]> = tags.into();
+                self.tag_lists.insert(t.clone());
+                t
+            }
+        };
+    }
+}

@@ -1,0 +1,308 @@
+//! Reading one part of a value: trimming, refanging, and checking syntax by MISP type. Produces
+//! the canonical form (via [`crate::normalize`]) that is stored and that lookups compare.
+
+use super::types::Part;
+use crate::normalize;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+/// A part that passed its syntax check, in canonical form.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Parsed {
+    /// An address (prefix at full length) or a network with host bits cleared.
+    Net(IpNet),
+    /// A domain or host name, lowercase ASCII (punycode).
+    Name(String),
+    /// A normalised absolute URL and its host.
+    Url { text: String, host: UrlHost },
+    /// `local@domain`, lowercased.
+    Email(String),
+    /// Lowercase hex.
+    Hash(String),
+    /// Matched exactly, case kept.
+    Text(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum UrlHost {
+    Name(String),
+    Ip(IpAddr),
+}
+
+/// Defanging markers seen in real feeds, and what they stand for.
+const MARKERS: &[(&str, &str)] = &[
+    ("[://]", "://"),
+    ("[:]", ":"),
+    ("[.]", "."),
+    ("(.)", "."),
+    ("{.}", "."),
+    ("[dot]", "."),
+    ("(dot)", "."),
+    ("[DOT]", "."),
+    ("[@]", "@"),
+    ("(@)", "@"),
+    ("[at]", "@"),
+    ("[AT]", "@"),
+];
+
+/// Whether a value is defanged: `hxxp://`/`fxp://` schemes or one of the bracket markers.
+pub(crate) fn is_defanged(v: &str) -> bool {
+    defanged_scheme(v).is_some() || MARKERS.iter().any(|(m, _)| v.contains(m))
+}
+
+/// The length of a defanged scheme prefix and its replacement.
+fn defanged_scheme(v: &str) -> Option<(usize, &'static str)> {
+    let b = v.as_bytes();
+    if b.len() >= 4 && b[..4].eq_ignore_ascii_case(b"hxxp") {
+        Some((4, "http"))
+    } else if b.len() >= 4 && b[..4].eq_ignore_ascii_case(b"fxp:") {
+        Some((3, "ftp"))
+    } else {
+        None
+    }
+}
+
+/// Undo the common defanging conventions. Returns the value unchanged when there is nothing to undo.
+pub(crate) fn refang(v: &str) -> Cow<'_, str> {
+    if !is_defanged(v) {
+        return Cow::Borrowed(v);
+    }
+    let mut s = match defanged_scheme(v) {
+        Some((n, to)) => format!("{to}{}", &v[n..]),
+        None => v.to_string(),
+    };
+    for (from, to) in MARKERS {
+        if s.contains(from) {
+            s = s.replace(from, to);
+        }
+    }
+    Cow::Owned(s)
+}
+
+/// Check one trimmed, refanged part. `Ok(None)` for parts that are checked but not indexed
+/// (ports, file names). `Err` carries the syntax detail.
+pub(crate) fn parse(part: Part, v: &str) -> Result<Option<Parsed>, String> {
+    if v.is_empty() {
+        return Err("empty value".into());
+    }
+    match part {
+        Part::Ip { cidr } => parse_net(v, cidr).map(|n| Some(Parsed::Net(n))),
+        Part::Port => match v.parse::<u16>() {
+            Ok(_) if v.bytes().all(|b| b.is_ascii_digit()) => Ok(None),
+            _ => Err(format!("`{v}` is not a port (0-65535)")),
+        },
+        Part::Domain | Part::Hostname => name(v).map(|n| Some(Parsed::Name(n))),
+        Part::Url => url(v).map(Some),
+        Part::Email => email(v).map(|e| Some(Parsed::Email(e))),
+        Part::Hash(len) => {
+            if v.len() != len as usize {
+                return Err(format!(
+                    "{} characters where this hash type has {len}",
+                    v.chars().count()
+                ));
+            }
+            match normalize::hex(v) {
+                Some(h) => Ok(Some(Parsed::Hash(h))),
+                None => Err("not hexadecimal".into()),
+            }
+        }
+        Part::Text => Ok(Some(Parsed::Text(v.to_string()))),
+        Part::Ignored => Ok(None),
+    }
+}
+
+/// An address or (when allowed) a CIDR network. Host bits are cleared; `/32` and `/128` are
+/// plain addresses.
+pub(crate) fn parse_net(v: &str, cidr: bool) -> Result<IpNet, String> {
+    if let Some((addr, len)) = v.split_once('/') {
+        if !cidr {
+            return Err(format!(
+                "`{v}`: a network where a single address is expected"
+            ));
+        }
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("`{v}` is not an IP network"))?;
+        let len: u8 = len
+            .parse()
+            .map_err(|_| format!("`{v}`: bad prefix length"))?;
+        let net = match addr {
+            IpAddr::V4(a) => Ipv4Net::new(a, len).map(IpNet::V4),
+            IpAddr::V6(a) => Ipv6Net::new(a, len).map(IpNet::V6),
+        }
+        .map_err(|_| format!("`{v}`: prefix length out of range"))?;
+        Ok(net.trunc())
+    } else {
+        let addr: IpAddr = v
+            .parse()
+            .map_err(|_| format!("`{v}` is not an IP address"))?;
+        Ok(IpNet::from(addr))
+    }
+}
+
+/// Whether a network has host bits set in its written form (so it was truncated).
+pub(crate) fn had_host_bits(v: &str) -> bool {
+    match v.split_once('/') {
+        Some((a, _)) => parse_net(v, true)
+            .map(|n| a.parse::<IpAddr>().ok() != Some(n.network()))
+            .unwrap_or(false),
+        None => false,
+    }
+}
+
+/// A domain or host name: at least two labels, letters/digits/`-`/`_`, a TLD of two or more
+/// characters that is not all digits (MISP's rule), 63 per label, 253 in all. Unicode names are
+/// stored as punycode.
+pub(crate) fn name(v: &str) -> Result<String, String> {
+    if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("`{v}` contains whitespace"));
+    }
+    if v.parse::<IpAddr>().is_ok() {
+        return Err(format!("`{v}` is an IP address, not a name"));
+    }
+    let n = normalize::domain(v).ok_or_else(|| format!("`{v}` is not a valid (IDN) name"))?;
+    check_ascii_name(&n)?;
+    Ok(n)
+}
+
+fn check_ascii_name(n: &str) -> Result<(), String> {
+    if n.len() > 253 {
+        return Err("name longer than 253 characters".into());
+    }
+    let mut labels = 0;
+    let mut last = "";
+    for label in n.split('.') {
+        if label.is_empty() {
+            return Err(format!("`{n}` has an empty label"));
+        }
+        if label.len() > 63 {
+            return Err(format!("`{n}` has a label longer than 63 characters"));
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(format!("`{n}` has characters not allowed in a name"));
+        }
+        labels += 1;
+        last = label;
+    }
+    if labels < 2 {
+        return Err(format!("`{n}` is a single-label name"));
+    }
+    if last.len() < 2 || last.bytes().all(|b| b.is_ascii_digit()) || last.contains('_') {
+        return Err(format!("`{n}` does not end in a valid top-level domain"));
+    }
+    Ok(())
+}
+
+fn url(v: &str) -> Result<Parsed, String> {
+    if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("`{v}` contains whitespace"));
+    }
+    if !v.contains("://") {
+        return Err(format!("`{v}` has no scheme (an absolute URL is required)"));
+    }
+    let u = url::Url::parse(v).map_err(|e| format!("`{v}` is not a URL: {e}"))?;
+    let host = match u.host() {
+        Some(url::Host::Domain(d)) => {
+            check_ascii_name(d.trim_end_matches('.'))?;
+            UrlHost::Name(d.trim_end_matches('.').to_string())
+        }
+        Some(url::Host::Ipv4(a)) => UrlHost::Ip(IpAddr::V4(a)),
+        Some(url::Host::Ipv6(a)) => UrlHost::Ip(IpAddr::V6(a)),
+        None => return Err(format!("`{v}` has no host")),
+    };
+    let text = normalize::url(v).ok_or_else(|| format!("`{v}` is not a URL"))?;
+    Ok(Parsed::Url { text, host })
+}
+
+fn email(v: &str) -> Result<String, String> {
+    if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("`{v}` contains whitespace"));
+    }
+    let (local, dom) = v
+        .rsplit_once('@')
+        .ok_or_else(|| format!("`{v}` has no @"))?;
+    if local.is_empty() || local.len() > 64 || local.contains('@') {
+        return Err(format!("`{v}` has an invalid local part"));
+    }
+    name(dom)?;
+    normalize::email(v).ok_or_else(|| format!("`{v}` is not an email address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refang_real_forms() {
+        assert_eq!(
+            refang("hXXps[:]//honknft.com/connect"),
+            "https://honknft.com/connect"
+        );
+        assert_eq!(refang("hxxp://103.167.92.57/x"), "http://103.167.92.57/x");
+        assert_eq!(refang("evil[.]example(.)com"), "evil.example.com");
+        assert_eq!(refang("bad[@]evil[.]com"), "bad@evil.com");
+        assert_eq!(refang("fxp://x[.]com/a"), "ftp://x.com/a");
+        assert!(matches!(refang("plain.example.com"), Cow::Borrowed(_)));
+        assert!(!is_defanged("hxyz.com") && is_defanged("HXXP://a.com"));
+        assert!(!is_defanged("hxxa.com") && !is_defanged("http://[2001:db8::1]/?a[]=1"));
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(name("Evil.Example.COM").unwrap(), "evil.example.com");
+        assert_eq!(name("bücher.de").unwrap(), "xn--bcher-kva.de");
+        assert!(name("evil .com").unwrap_err().contains("whitespace"));
+        assert!(name("localhost").unwrap_err().contains("single-label"));
+        assert!(name("a..b.com").is_err());
+        assert!(name("1.2.3.4").unwrap_err().contains("IP address"));
+        assert!(name("host.123").is_err());
+        assert!(name(&format!("{}.com", "a".repeat(64))).is_err());
+        assert_eq!(name("_dmarc.example.com").unwrap(), "_dmarc.example.com");
+    }
+
+    #[test]
+    fn nets() {
+        assert_eq!(
+            parse_net("10.1.2.3/8", true).unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert!(had_host_bits("10.1.2.3/8") && !had_host_bits("10.0.0.0/8"));
+        assert!(parse_net("10.0.0.0/8", false).is_err());
+        assert!(parse_net("1.2.3.4/33", true).is_err());
+        assert!(parse_net("not an ip", true).is_err());
+        assert_eq!(
+            parse_net("2001:0db8::0001", false).unwrap().to_string(),
+            "2001:db8::1/128"
+        );
+    }
+
+    #[test]
+    fn hashes_urls_emails_ports() {
+        let md5 = "d41d8cd98f00b204e9800998ecf8427e";
+        assert!(parse(Part::Hash(32), md5).unwrap().is_some());
+        assert!(parse(Part::Hash(32), &md5[1..]).is_err());
+        assert!(parse(Part::Hash(32), &"g".repeat(32)).is_err());
+        assert!(parse(Part::Port, "443").unwrap().is_none());
+        assert!(parse(Part::Port, "70000").is_err());
+        assert!(parse(Part::Port, "+80").is_err());
+        assert!(parse(Part::Url, "balticpipe.playroom8.site").is_err());
+        assert!(parse(Part::Url, "mailto:a@b.com").is_err());
+        match parse(Part::Url, "HTTP://Evil.Example.com:80/a#x").unwrap() {
+            Some(Parsed::Url { text, host }) => {
+                assert_eq!(text, "http://evil.example.com/a");
+                assert_eq!(host, UrlHost::Name("evil.example.com".into()));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            parse(Part::Email, "Bad@Evil.Example.com").unwrap(),
+            Some(Parsed::Email("bad@evil.example.com".into()))
+        );
+        assert!(parse(Part::Email, "no-at-sign").is_err());
+        assert!(parse(Part::Email, "a@localhost").is_err());
+    }
+}
