@@ -74,6 +74,8 @@ pub struct Index {
     tag_sets: Vec<Arc<[Arc<str>]>>,
     /// Id 0 is the empty set.
     note_sets: Vec<Box<[Box<str>]>>,
+    /// Records per (source, MISP type) string ids, for metrics.
+    counts: Vec<(u32, u32, u64)>,
 }
 
 impl Default for Index {
@@ -246,6 +248,13 @@ impl Index {
         }
         arena.shrink_to_fit();
         entries.shrink_to_fit();
+        let mut count_map: HashMap<(u32, u32), u64> = HashMap::new();
+        for r in &recs {
+            *count_map.entry((r.source, r.misp_type)).or_default() += 1;
+        }
+        let mut counts: Vec<(u32, u32, u64)> =
+            count_map.into_iter().map(|((s, t), n)| (s, t, n)).collect();
+        counts.sort_unstable();
         let hasher = RandomState::new();
         let cap = (entries.len() * 2).next_power_of_two().max(16);
         let mut slots = vec![NONE; cap];
@@ -268,6 +277,7 @@ impl Index {
             strings: it.strings,
             tag_sets: it.tag_sets,
             note_sets: it.note_sets,
+            counts,
         }
     }
 
@@ -313,6 +323,13 @@ impl Index {
             }
         }
         out
+    }
+
+    /// Records per `(source, MISP type)`.
+    pub fn counts(&self) -> impl Iterator<Item = (&str, &str, u64)> + '_ {
+        self.counts
+            .iter()
+            .map(|&(s, t, n)| (&*self.strings[s as usize], &*self.strings[t as usize], n))
     }
 
     /// Approximate heap bytes held by the index (for metrics and the benchmark).
