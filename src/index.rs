@@ -1,18 +1,27 @@
 //! The lookup structures over the published indicators. Plain data: built once per generation
 //! from validated indicators, then only read. Knows no transport, no MISP client, no socket.
+//!
+//! Layout, chosen for a million indicators in well under 200 MB: every distinct `(kind, value)`
+//! is one [`Entry`] whose text lives in one shared arena; each source record behind it is a
+//! fixed-size [`Rec`] whose strings (source, event, type, category, tag set, notes) are interned
+//! ids. Exact lookups go through an open-addressing table of entry ids keyed with a per-process
+//! random SipHash key (a poisoned feed cannot plan collisions); CIDRs live in prefix tries.
 
-use crate::model::{Indicator, Kind};
-use serde::Serialize;
+use crate::model::{Indicator, Kind, Provenance};
+use crate::normalize;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use prefix_trie::PrefixMap;
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
 use std::collections::HashMap;
-
-/// An immutable index over one generation of published indicators.
-#[derive(Debug, Default)]
-pub struct Index {
-    indicators: Vec<Indicator>,
-    exact: HashMap<Box<str>, Vec<u32>>,
-}
+use std::hash::{BuildHasher, RandomState};
+use std::net::IpAddr;
+use std::sync::Arc;
 
 /// How a match was made.
+///
+/// `Url` marks a match found through the host of a queried URL (the matched rule's own kind is in
+/// the match's `kind` field); a URL listed as such matches a URL query as `Exact`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum MatchKind {
@@ -22,90 +31,856 @@ pub enum MatchKind {
     Url,
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct SourceRef<'a> {
-    pub source: &'a str,
-    pub event_uuid: Option<&'a str>,
-    pub attribute_uuid: &'a str,
-    pub category: &'a str,
-    pub tags: Vec<&'a str>,
-    pub timestamp: i64,
-    pub to_ids: bool,
+const NONE: u32 = u32::MAX;
+const TO_IDS: u8 = 1;
+/// The attribute uuid was not a canonical lowercase UUID and is kept as text in the arena.
+const ATTR_TEXT: u8 = 2;
+
+/// One distinct `(kind, value)`; its records are `recs[first .. next entry's first]`.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    off: u32,
+    len: u32,
+    first: u32,
+    kind: Kind,
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct Match<'a> {
-    pub indicator: &'a str,
-    #[serde(rename = "type")]
-    pub misp_type: &'a str,
-    pub kind: Kind,
-    #[serde(rename = "match")]
-    pub how: MatchKind,
-    pub sources: Vec<SourceRef<'a>>,
+/// One source's record of an entry, with every string interned.
+#[derive(Clone, Copy, Debug)]
+struct Rec {
+    attr: [u8; 16],
+    timestamp: i64,
+    source: u32,
+    event: u32,
+    misp_type: u32,
+    category: u32,
+    tags: u32,
+    notes: u32,
+    flags: u8,
 }
 
-/// The answer to one lookup, serialised as the `/v1/lookup` response body.
-#[derive(Clone, Debug, Serialize)]
-pub struct Lookup<'a> {
-    pub value: &'a str,
-    pub listed: bool,
-    pub matches: Vec<Match<'a>>,
+/// An immutable index over one generation of published indicators.
+#[derive(Debug)]
+pub struct Index {
+    arena: String,
+    entries: Vec<Entry>,
+    recs: Vec<Rec>,
+    /// Open addressing, linear probing, load <= 1/2; `NONE` is an empty slot.
+    slots: Vec<u32>,
+    hasher: RandomState,
+    v4: PrefixMap<Ipv4Net, u32>,
+    v6: PrefixMap<Ipv6Net, u32>,
+    strings: Vec<Arc<str>>,
+    tag_sets: Vec<Arc<[Arc<str>]>>,
+    /// Id 0 is the empty set.
+    note_sets: Vec<Box<[Box<str>]>>,
+    /// Records per (source, MISP type) string ids, for metrics.
+    counts: Vec<(u32, u32, u64)>,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Index::build(Vec::new())
+    }
+}
+
+/// Interning tables used only while building.
+#[derive(Default)]
+struct Interner {
+    strings: Vec<Arc<str>>,
+    string_ids: HashMap<Arc<str>, u32>,
+    tag_sets: Vec<Arc<[Arc<str>]>>,
+    tag_ids: HashMap<Arc<[Arc<str>]>, u32>,
+    note_sets: Vec<Box<[Box<str>]>>,
+    note_ids: HashMap<Box<[Box<str>]>, u32>,
+}
+
+impl Interner {
+    fn string(&mut self, s: &Arc<str>) -> u32 {
+        if let Some(&id) = self.string_ids.get(s) {
+            return id;
+        }
+        let id = self.strings.len() as u32;
+        self.strings.push(s.clone());
+        self.string_ids.insert(s.clone(), id);
+        id
+    }
+
+    fn tags(&mut self, t: &Arc<[Arc<str>]>) -> u32 {
+        if let Some(&id) = self.tag_ids.get(t) {
+            return id;
+        }
+        let id = self.tag_sets.len() as u32;
+        self.tag_sets.push(t.clone());
+        self.tag_ids.insert(t.clone(), id);
+        id
+    }
+
+    fn notes(&mut self, n: Vec<Box<str>>) -> u32 {
+        if n.is_empty() {
+            return 0;
+        }
+        let n = n.into_boxed_slice();
+        if let Some(&id) = self.note_ids.get(&n) {
+            return id;
+        }
+        let id = self.note_sets.len() as u32;
+        self.note_sets.push(n.clone());
+        self.note_ids.insert(n, id);
+        id
+    }
+}
+
+/// Parses a canonical lowercase hyphenated UUID; anything else is kept as text.
+fn parse_uuid(s: &str) -> Option<[u8; 16]> {
+    let b = s.as_bytes();
+    if b.len() != 36 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    let mut n = 0;
+    let mut i = 0;
+    while i < 36 {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            if b[i] != b'-' {
+                return None;
+            }
+            i += 1;
+            continue;
+        }
+        let hi = hex_val(b[i])?;
+        let lo = hex_val(b[i + 1])?;
+        out[n] = hi << 4 | lo;
+        n += 1;
+        i += 2;
+    }
+    Some(out)
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+fn format_uuid(u: &[u8; 16]) -> [u8; 36] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [b'-'; 36];
+    let mut i = 0;
+    for (n, byte) in u.iter().enumerate() {
+        if matches!(n, 4 | 6 | 8 | 10) {
+            i += 1;
+        }
+        out[i] = HEX[(byte >> 4) as usize];
+        out[i + 1] = HEX[(byte & 15) as usize];
+        i += 2;
+    }
+    out
 }
 
 impl Index {
-    pub fn build(indicators: Vec<Indicator>) -> Index {
-        let mut exact: HashMap<Box<str>, Vec<u32>> = HashMap::with_capacity(indicators.len());
-        for (i, ind) in indicators.iter().enumerate() {
-            exact.entry(ind.value.clone()).or_default().push(i as u32);
+    /// Builds the index. Records with the same `(kind, value)` become one entry with several
+    /// sources, in input order.
+    pub fn build(mut indicators: Vec<Indicator>) -> Index {
+        // Stable: the records of one value keep the order validation produced.
+        indicators.sort_by(|a, b| (a.kind, &a.value).cmp(&(b.kind, &b.value)));
+        let mut it = Interner::default();
+        it.note_sets.push(Box::new([]));
+        let total: usize = indicators.iter().map(|i| i.value.len()).sum();
+        let mut arena = String::with_capacity(total);
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut recs = Vec::with_capacity(indicators.len());
+        let mut v4 = PrefixMap::new();
+        let mut v6 = PrefixMap::new();
+        for ind in indicators {
+            let same = entries.last().is_some_and(|e| {
+                e.kind == ind.kind && arena[e.off as usize..][..e.len as usize] == *ind.value
+            });
+            if !same {
+                let id = entries.len() as u32;
+                if ind.kind == Kind::Cidr {
+                    match ind.value.parse::<IpNet>() {
+                        Ok(IpNet::V4(n)) => {
+                            v4.insert(n.trunc(), id);
+                        }
+                        Ok(IpNet::V6(n)) => {
+                            v6.insert(n.trunc(), id);
+                        }
+                        Err(_) => {}
+                    }
+                }
+                entries.push(Entry {
+                    off: arena.len() as u32,
+                    len: ind.value.len() as u32,
+                    first: recs.len() as u32,
+                    kind: ind.kind,
+                });
+                arena.push_str(&ind.value);
+            }
+            let Indicator {
+                provenance: p,
+                notes,
+                ..
+            } = ind;
+            let (attr, text) = match parse_uuid(&p.attribute_uuid) {
+                Some(u) => (u, 0),
+                None => {
+                    let mut a = [0u8; 16];
+                    a[..4].copy_from_slice(&(arena.len() as u32).to_le_bytes());
+                    a[4..8].copy_from_slice(&(p.attribute_uuid.len() as u32).to_le_bytes());
+                    arena.push_str(&p.attribute_uuid);
+                    (a, ATTR_TEXT)
+                }
+            };
+            recs.push(Rec {
+                attr,
+                timestamp: p.timestamp,
+                source: it.string(&p.source),
+                event: p.event_uuid.as_ref().map_or(NONE, |e| it.string(e)),
+                misp_type: it.string(&p.misp_type),
+                category: it.string(&p.category),
+                tags: it.tags(&p.tags),
+                notes: it.notes(notes),
+                flags: text | if p.to_ids { TO_IDS } else { 0 },
+            });
         }
-        Index { indicators, exact }
+        arena.shrink_to_fit();
+        entries.shrink_to_fit();
+        let mut count_map: HashMap<(u32, u32), u64> = HashMap::new();
+        for r in &recs {
+            *count_map.entry((r.source, r.misp_type)).or_default() += 1;
+        }
+        let mut counts: Vec<(u32, u32, u64)> =
+            count_map.into_iter().map(|((s, t), n)| (s, t, n)).collect();
+        counts.sort_unstable();
+        let hasher = RandomState::new();
+        let cap = (entries.len() * 2).next_power_of_two().max(16);
+        let mut slots = vec![NONE; cap];
+        for (id, e) in entries.iter().enumerate() {
+            let v = &arena[e.off as usize..][..e.len as usize];
+            let mut s = hasher.hash_one(v) as usize & (cap - 1);
+            while slots[s] != NONE {
+                s = (s + 1) & (cap - 1);
+            }
+            slots[s] = id as u32;
+        }
+        Index {
+            arena,
+            entries,
+            recs,
+            slots,
+            hasher,
+            v4,
+            v6,
+            strings: it.strings,
+            tag_sets: it.tag_sets,
+            note_sets: it.note_sets,
+            counts,
+        }
     }
 
     /// Number of published indicator records (one value from two sources counts twice).
     pub fn len(&self) -> usize {
-        self.indicators.len()
+        self.recs.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.indicators.is_empty()
+        self.recs.is_empty()
     }
 
-    pub fn indicators(&self) -> &[Indicator] {
-        &self.indicators
+    /// Number of distinct `(kind, value)` entries.
+    pub fn values(&self) -> usize {
+        self.entries.len()
     }
 
-    pub fn lookup<'a>(&'a self, value: &'a str) -> Lookup<'a> {
-        let mut matches = Vec::new();
-        if let Some(ids) = self.exact.get(value.trim()) {
-            let first = &self.indicators[ids[0] as usize];
-            matches.push(Match {
-                indicator: &first.value,
-                misp_type: &first.provenance.misp_type,
-                kind: first.kind,
-                how: MatchKind::Exact,
-                sources: ids
-                    .iter()
-                    .map(|&i| source_ref(&self.indicators[i as usize]))
-                    .collect(),
-            });
+    /// Every entry, sorted by `(kind, value)`.
+    pub fn entries(&self) -> impl ExactSizeIterator<Item = EntryRef<'_>> + '_ {
+        (0..self.entries.len() as u32).map(move |id| EntryRef { index: self, id })
+    }
+
+    /// The records as [`Indicator`]s again (allocates; for snapshots and tests, not hot paths).
+    pub fn to_indicators(&self) -> Vec<Indicator> {
+        let mut out = Vec::with_capacity(self.recs.len());
+        for e in self.entries() {
+            for s in e.sources() {
+                out.push(Indicator {
+                    value: e.value().into(),
+                    kind: e.kind(),
+                    provenance: Provenance {
+                        source: s.source.clone(),
+                        event_uuid: s.event_uuid.cloned(),
+                        attribute_uuid: s.attribute_uuid().into(),
+                        misp_type: s.misp_type.clone(),
+                        category: s.category.clone(),
+                        tags: s.tags.clone(),
+                        timestamp: s.timestamp,
+                        to_ids: s.to_ids,
+                    },
+                    notes: s.notes.to_vec(),
+                });
+            }
         }
+        out
+    }
+
+    /// Records per `(source, MISP type)`.
+    pub fn counts(&self) -> impl Iterator<Item = (&str, &str, u64)> + '_ {
+        self.counts
+            .iter()
+            .map(|&(s, t, n)| (&*self.strings[s as usize], &*self.strings[t as usize], n))
+    }
+
+    /// Approximate heap bytes held by the index (for metrics and the benchmark).
+    pub fn heap_bytes(&self) -> usize {
+        self.arena.capacity()
+            + self.entries.capacity() * std::mem::size_of::<Entry>()
+            + self.recs.capacity() * std::mem::size_of::<Rec>()
+            + self.slots.capacity() * 4
+    }
+
+    fn value(&self, id: u32) -> &str {
+        let e = &self.entries[id as usize];
+        &self.arena[e.off as usize..][..e.len as usize]
+    }
+
+    fn recs_of(&self, id: u32) -> &[Rec] {
+        let start = self.entries[id as usize].first as usize;
+        let end = self
+            .entries
+            .get(id as usize + 1)
+            .map_or(self.recs.len(), |e| e.first as usize);
+        &self.recs[start..end]
+    }
+
+    /// Calls `f` with every entry whose value is exactly `v`.
+    fn exact_ids(&self, v: &str, mut f: impl FnMut(u32, Kind)) {
+        let mask = self.slots.len() - 1;
+        let mut s = self.hasher.hash_one(v) as usize & mask;
+        loop {
+            let id = self.slots[s];
+            if id == NONE {
+                return;
+            }
+            if self.value(id) == v {
+                f(id, self.entries[id as usize].kind);
+            }
+            s = (s + 1) & mask;
+        }
+    }
+
+    /// Whether a listed CIDR other than the entry itself contains this IP or CIDR entry (used to
+    /// emit non-overlapping firewall sets).
+    pub fn covered_by_other_cidr(&self, e: &EntryRef<'_>) -> bool {
+        let net = match e.kind() {
+            Kind::Ip => match e.value().parse::<IpAddr>() {
+                Ok(ip) => IpNet::from(ip),
+                Err(_) => return false,
+            },
+            Kind::Cidr => match e.value().parse::<IpNet>() {
+                Ok(n) => n.trunc(),
+                Err(_) => return false,
+            },
+            _ => return false,
+        };
+        match net {
+            IpNet::V4(n) => self.v4.cover(&n).any(|(_, &id)| id != e.id),
+            IpNet::V6(n) => self.v6.cover(&n).any(|(_, &id)| id != e.id),
+        }
+    }
+
+    /// Looks a value up; see docs/query-api.md for the matching rules.
+    pub fn lookup<'a>(&'a self, value: &'a str) -> Lookup<'a> {
+        let mut m = Matches {
+            index: self,
+            found: Vec::new(),
+        };
+        let v = value.trim();
+        if let Some(ip) = normalize::ip(v) {
+            self.ip_matches(ip, None, &mut m);
+        } else if let Some(net) = v.contains('/').then(|| v.parse::<IpNet>().ok()).flatten() {
+            self.net_matches(net, None, &mut m);
+        } else if v.contains("://") {
+            if let Some(u) = normalize::url(v) {
+                self.exact(&u, MatchKind::Exact, &mut m);
+                self.url_host_matches(&u, &mut m);
+            }
+        } else if v.contains('@') {
+            if let Some(e) = normalize::email(v) {
+                self.exact(&e, MatchKind::Exact, &mut m);
+            }
+        } else {
+            if let Some(h) = normalize::hex(v) {
+                self.exact(&h, MatchKind::Exact, &mut m);
+            }
+            if looks_like_name(v) {
+                if let Some(d) = normalize::domain(v) {
+                    self.domain_matches(&d, None, &mut m);
+                }
+            }
+        }
+        // Values of other kinds are matched exactly as stored.
+        self.exact(v, MatchKind::Exact, &mut m);
         Lookup {
             value,
-            listed: !matches.is_empty(),
-            matches,
+            listed: !m.found.is_empty(),
+            matches: m.found,
+            warninglists: Vec::new(),
+        }
+    }
+
+    fn exact<'a>(&'a self, v: &str, how: MatchKind, m: &mut Matches<'a>) {
+        self.exact_ids(v, |id, _| m.add(id, how));
+    }
+
+    fn ip_matches<'a>(&'a self, ip: IpAddr, forced: Option<MatchKind>, m: &mut Matches<'a>) {
+        if let IpAddr::V6(v6) = ip {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                self.ip_matches(IpAddr::V4(v4), forced, m);
+            }
+        }
+        self.exact(&ip.to_string(), forced.unwrap_or(MatchKind::Exact), m);
+        self.net_matches(IpNet::from(ip), forced, m);
+    }
+
+    /// Exact match of a CIDR query, then every listed network containing it, longest first.
+    fn net_matches<'a>(&'a self, net: IpNet, forced: Option<MatchKind>, m: &mut Matches<'a>) {
+        let net = net.trunc();
+        self.exact(&net.to_string(), forced.unwrap_or(MatchKind::Exact), m);
+        let how = forced.unwrap_or(MatchKind::Cidr);
+        let mut ids: Vec<u32> = match net {
+            IpNet::V4(n) => self.v4.cover(&n).map(|(_, &id)| id).collect(),
+            IpNet::V6(n) => self.v6.cover(&n).map(|(_, &id)| id).collect(),
+        };
+        ids.reverse();
+        for id in ids {
+            m.add(id, how);
+        }
+    }
+
+    /// Exact (domain or hostname entries), then `Domain` entries on every parent name.
+    fn domain_matches<'a>(&'a self, name: &str, forced: Option<MatchKind>, m: &mut Matches<'a>) {
+        self.exact(name, forced.unwrap_or(MatchKind::Exact), m);
+        let how = forced.unwrap_or(MatchKind::Subdomain);
+        let mut rest = name;
+        while let Some((_, parent)) = rest.split_once('.') {
+            if parent.is_empty() {
+                break;
+            }
+            self.exact_ids(parent, |id, kind| {
+                if kind == Kind::Domain {
+                    m.add(id, how);
+                }
+            });
+            rest = parent;
+        }
+    }
+
+    fn url_host_matches<'a>(&'a self, u: &str, m: &mut Matches<'a>) {
+        let Ok(parsed) = url::Url::parse(u) else {
+            return;
+        };
+        match parsed.host() {
+            Some(url::Host::Domain(d)) => self.domain_matches(d, Some(MatchKind::Url), m),
+            Some(url::Host::Ipv4(ip)) => self.ip_matches(IpAddr::V4(ip), Some(MatchKind::Url), m),
+            Some(url::Host::Ipv6(ip)) => self.ip_matches(IpAddr::V6(ip), Some(MatchKind::Url), m),
+            None => {}
         }
     }
 }
 
-fn source_ref(ind: &Indicator) -> SourceRef<'_> {
-    let p = &ind.provenance;
-    SourceRef {
-        source: &p.source,
-        event_uuid: p.event_uuid.as_deref(),
-        attribute_uuid: &p.attribute_uuid,
-        category: &p.category,
-        tags: p.tags.iter().map(|t| &**t).collect(),
-        timestamp: p.timestamp,
-        to_ids: p.to_ids,
+/// Names are tried as domains only when they could be one (no spaces, slashes, colons).
+fn looks_like_name(v: &str) -> bool {
+    !v.is_empty()
+        && !v
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '/' | ':' | '@' | '\\' | '?' | '#'))
+}
+
+struct Matches<'a> {
+    index: &'a Index,
+    found: Vec<Match<'a>>,
+}
+
+impl<'a> Matches<'a> {
+    fn add(&mut self, entry: u32, how: MatchKind) {
+        if !self.found.iter().any(|m| m.entry == entry) {
+            self.found.push(Match {
+                index: self.index,
+                entry,
+                how,
+            });
+        }
+    }
+}
+
+/// One entry of the index, for exports and diffs.
+#[derive(Clone, Copy)]
+pub struct EntryRef<'a> {
+    index: &'a Index,
+    id: u32,
+}
+
+impl<'a> EntryRef<'a> {
+    pub fn value(&self) -> &'a str {
+        self.index.value(self.id)
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.index.entries[self.id as usize].kind
+    }
+
+    /// The MISP type of the first record (records of one value usually agree).
+    pub fn misp_type(&self) -> &'a str {
+        let r = &self.index.recs_of(self.id)[0];
+        &self.index.strings[r.misp_type as usize]
+    }
+
+    pub fn sources(&self) -> impl Iterator<Item = SourceRef<'a>> + 'a {
+        let index = self.index;
+        index.recs_of(self.id).iter().map(move |r| SourceRef {
+            index,
+            rec: r,
+            source: &index.strings[r.source as usize],
+            event_uuid: (r.event != NONE).then(|| &index.strings[r.event as usize]),
+            misp_type: &index.strings[r.misp_type as usize],
+            category: &index.strings[r.category as usize],
+            tags: &index.tag_sets[r.tags as usize],
+            notes: &index.note_sets[r.notes as usize],
+            timestamp: r.timestamp,
+            to_ids: r.flags & TO_IDS != 0,
+        })
+    }
+
+    /// Whether any record comes from this source.
+    pub fn has_source(&self, source: &str) -> bool {
+        self.sources().any(|s| &**s.source == source)
+    }
+
+    /// Whether the kind name (`ip`, `domain`...) or any record's MISP type equals `t`.
+    pub fn has_type(&self, t: &str) -> bool {
+        self.kind().as_str() == t || self.sources().any(|s| &**s.misp_type == t)
+    }
+}
+
+/// One source's record behind a match.
+#[derive(Clone, Copy)]
+pub struct SourceRef<'a> {
+    index: &'a Index,
+    rec: &'a Rec,
+    pub source: &'a Arc<str>,
+    pub event_uuid: Option<&'a Arc<str>>,
+    pub misp_type: &'a Arc<str>,
+    pub category: &'a Arc<str>,
+    pub tags: &'a Arc<[Arc<str>]>,
+    pub notes: &'a [Box<str>],
+    pub timestamp: i64,
+    pub to_ids: bool,
+}
+
+impl SourceRef<'_> {
+    pub fn attribute_uuid(&self) -> String {
+        if self.rec.flags & ATTR_TEXT != 0 {
+            let a = &self.rec.attr;
+            let off = u32::from_le_bytes([a[0], a[1], a[2], a[3]]) as usize;
+            let len = u32::from_le_bytes([a[4], a[5], a[6], a[7]]) as usize;
+            self.index.arena[off..off + len].to_string()
+        } else {
+            let f = format_uuid(&self.rec.attr);
+            String::from_utf8_lossy(&f).into_owned()
+        }
+    }
+}
+
+impl Serialize for SourceRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(7))?;
+        m.serialize_entry("source", &**self.source)?;
+        m.serialize_entry("event_uuid", &self.event_uuid.map(|e| &**e))?;
+        if self.rec.flags & ATTR_TEXT != 0 {
+            m.serialize_entry("attribute_uuid", &self.attribute_uuid())?;
+        } else {
+            let f = format_uuid(&self.rec.attr);
+            m.serialize_entry("attribute_uuid", std::str::from_utf8(&f).unwrap_or(""))?;
+        }
+        m.serialize_entry("category", &**self.category)?;
+        m.serialize_entry("tags", &**self.tags)?;
+        m.serialize_entry("timestamp", &self.timestamp)?;
+        m.serialize_entry("to_ids", &self.to_ids)?;
+        m.end()
+    }
+}
+
+/// One matched entry.
+#[derive(Clone, Copy)]
+pub struct Match<'a> {
+    index: &'a Index,
+    entry: u32,
+    pub how: MatchKind,
+}
+
+impl<'a> Match<'a> {
+    pub fn entry(&self) -> EntryRef<'a> {
+        EntryRef {
+            index: self.index,
+            id: self.entry,
+        }
+    }
+}
+
+impl std::fmt::Debug for Match<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let e = self.entry();
+        write!(f, "{:?} {} {:?}", self.how, e.value(), e.kind())
+    }
+}
+
+struct Sources<'a>(EntryRef<'a>);
+
+impl Serialize for Sources<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.sources())
+    }
+}
+
+impl Serialize for Match<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let e = self.entry();
+        let mut notes: Vec<&str> = Vec::new();
+        for src in e.sources() {
+            for n in src.notes {
+                if !notes.contains(&&**n) {
+                    notes.push(n);
+                }
+            }
+        }
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("indicator", e.value())?;
+        m.serialize_entry("type", e.misp_type())?;
+        m.serialize_entry("kind", &e.kind())?;
+        m.serialize_entry("match", &self.how)?;
+        m.serialize_entry("sources", &Sources(e))?;
+        if !notes.is_empty() {
+            m.serialize_entry("notes", &notes)?;
+        }
+        m.end()
+    }
+}
+
+/// A warninglist the queried value itself is on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WarninglistHit {
+    pub name: String,
+    pub category: String,
+}
+
+/// The answer to one lookup, serialised as the `/v1/lookup` response body.
+#[derive(Debug)]
+pub struct Lookup<'a> {
+    pub value: &'a str,
+    pub listed: bool,
+    pub matches: Vec<Match<'a>>,
+    /// Filled by the query service from the warninglist oracle, when one is wired.
+    pub warninglists: Vec<WarninglistHit>,
+}
+
+impl Serialize for Lookup<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("value", self.value)?;
+        m.serialize_entry("listed", &self.listed)?;
+        m.serialize_entry("matches", &MatchList(&self.matches))?;
+        if !self.warninglists.is_empty() {
+            m.serialize_entry("warninglists", &self.warninglists)?;
+        }
+        m.end()
+    }
+}
+
+struct MatchList<'s, 'a>(&'s [Match<'a>]);
+
+impl Serialize for MatchList<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for m in self.0 {
+            seq.serialize_element(m)?;
+        }
+        seq.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn ind(value: &str, kind: Kind, misp_type: &str, source: &str) -> Indicator {
+        Indicator {
+            value: value.into(),
+            kind,
+            provenance: Provenance {
+                source: source.into(),
+                event_uuid: Some("5f1a0c3e-0000-4000-8000-000000000001".into()),
+                attribute_uuid: "5f1a0c3e-0000-4000-8000-0000000000aa".into(),
+                misp_type: misp_type.into(),
+                category: "Network activity".into(),
+                tags: Arc::from(vec![Arc::<str>::from("tlp:green")]),
+                timestamp: 1_700_000_000,
+                to_ids: true,
+            },
+            notes: Vec::new(),
+        }
+    }
+
+    fn sample() -> Index {
+        let mut odd = ind("evil.example", Kind::Domain, "domain", "b");
+        odd.provenance.attribute_uuid = "NOT-A-UUID".into();
+        odd.notes = vec!["refanged".into()];
+        Index::build(vec![
+            ind("evil.example", Kind::Domain, "domain", "a"),
+            odd,
+            ind("host.bad.example", Kind::Hostname, "hostname", "a"),
+            ind("192.0.2.7", Kind::Ip, "ip-dst", "a"),
+            ind("10.0.0.0/8", Kind::Cidr, "ip-dst", "a"),
+            ind("10.1.0.0/16", Kind::Cidr, "ip-src", "a"),
+            ind("2001:db8::/32", Kind::Cidr, "ip-dst", "a"),
+            ind("https://phish.example/login", Kind::Url, "url", "a"),
+            ind("d41d8cd98f00b204e9800998ecf8427e", Kind::Hash, "md5", "a"),
+            ind("bad@mail.example", Kind::Email, "email-src", "a"),
+            ind("Global\\Mutex1", Kind::Other, "mutex", "a"),
+        ])
+    }
+
+    fn hows(l: &Lookup<'_>) -> Vec<(String, MatchKind)> {
+        l.matches
+            .iter()
+            .map(|m| (m.entry().value().to_string(), m.how))
+            .collect()
+    }
+
+    #[test]
+    fn domains_match_subdomains_hostnames_do_not() {
+        let ix = sample();
+        let l = ix.lookup("A.B.Evil.Example.");
+        assert_eq!(
+            hows(&l),
+            vec![("evil.example".into(), MatchKind::Subdomain)]
+        );
+        assert!(ix.lookup("x.host.bad.example").matches.is_empty());
+        let l = ix.lookup("HOST.bad.example");
+        assert_eq!(
+            hows(&l),
+            vec![("host.bad.example".into(), MatchKind::Exact)]
+        );
+        assert!(!ix.lookup("notevil.example").listed);
+    }
+
+    #[test]
+    fn one_value_many_sources_is_one_match() {
+        let ix = sample();
+        let l = ix.lookup("evil.example");
+        assert_eq!(l.matches.len(), 1);
+        let srcs: Vec<String> = l.matches[0]
+            .entry()
+            .sources()
+            .map(|s| s.source.to_string())
+            .collect();
+        assert_eq!(srcs, vec!["a", "b"]);
+        let json = serde_json::to_value(&l).unwrap();
+        assert_eq!(
+            json["matches"][0]["sources"][1]["attribute_uuid"],
+            "NOT-A-UUID"
+        );
+        assert_eq!(
+            json["matches"][0]["sources"][0]["attribute_uuid"],
+            "5f1a0c3e-0000-4000-8000-0000000000aa"
+        );
+        assert_eq!(json["matches"][0]["notes"][0], "refanged");
+        assert_eq!(json["matches"][0]["type"], "domain");
+        assert_eq!(json["matches"][0]["match"], "exact");
+        assert!(json.get("warninglists").is_none());
+        assert_eq!(ix.len(), 11);
+        assert_eq!(ix.values(), 10);
+    }
+
+    #[test]
+    fn ips_match_exact_and_every_containing_cidr_longest_first() {
+        let ix = sample();
+        let l = ix.lookup("10.1.2.3");
+        assert_eq!(
+            hows(&l),
+            vec![
+                ("10.1.0.0/16".into(), MatchKind::Cidr),
+                ("10.0.0.0/8".into(), MatchKind::Cidr)
+            ]
+        );
+        assert_eq!(
+            hows(&ix.lookup(" 192.0.2.7 ")),
+            vec![("192.0.2.7".into(), MatchKind::Exact)]
+        );
+        assert_eq!(
+            hows(&ix.lookup("::ffff:192.0.2.7")),
+            vec![("192.0.2.7".into(), MatchKind::Exact)]
+        );
+        assert_eq!(
+            hows(&ix.lookup("2001:DB8:0:0::1")),
+            vec![("2001:db8::/32".into(), MatchKind::Cidr)]
+        );
+        assert_eq!(
+            hows(&ix.lookup("10.1.0.0/16")),
+            vec![
+                ("10.1.0.0/16".into(), MatchKind::Exact),
+                ("10.0.0.0/8".into(), MatchKind::Cidr)
+            ]
+        );
+        assert!(!ix.lookup("11.0.0.1").listed);
+    }
+
+    #[test]
+    fn urls_match_exactly_and_through_their_host() {
+        let ix = sample();
+        assert_eq!(
+            hows(&ix.lookup("HTTPS://Phish.Example:443/login#x")),
+            vec![("https://phish.example/login".into(), MatchKind::Exact)]
+        );
+        assert_eq!(
+            hows(&ix.lookup("http://www.evil.example/x")),
+            vec![("evil.example".into(), MatchKind::Url)]
+        );
+        assert_eq!(
+            hows(&ix.lookup("http://10.9.9.9:8080/")),
+            vec![("10.0.0.0/8".into(), MatchKind::Url)]
+        );
+        assert!(!ix.lookup("https://phish.example/other").listed);
+    }
+
+    #[test]
+    fn hashes_emails_and_others() {
+        let ix = sample();
+        assert!(ix.lookup("D41D8CD98F00B204E9800998ECF8427E").listed);
+        assert!(ix.lookup("Bad@Mail.Example").listed);
+        assert!(ix.lookup("Global\\Mutex1").listed);
+        assert!(!ix.lookup("global\\mutex1").listed);
+        assert!(!ix.lookup("").listed);
+    }
+
+    #[test]
+    fn round_trips_and_coverage() {
+        let ix = sample();
+        let back = Index::build(ix.to_indicators());
+        assert_eq!(back.len(), ix.len());
+        let e = ix.entries().find(|e| e.value() == "10.1.0.0/16").unwrap();
+        assert!(ix.covered_by_other_cidr(&e));
+        let e = ix.entries().find(|e| e.value() == "10.0.0.0/8").unwrap();
+        assert!(!ix.covered_by_other_cidr(&e));
+        let empty = Index::default();
+        assert!(!empty.lookup("evil.example").listed);
+    }
+
+    #[test]
+    fn uuid_text_round_trip() {
+        let s = "5f1a0c3e-0000-4000-8000-0000000000aa";
+        assert_eq!(&format_uuid(&parse_uuid(s).unwrap())[..], s.as_bytes());
+        assert!(parse_uuid("5F1A0C3E-0000-4000-8000-0000000000AA").is_none());
     }
 }

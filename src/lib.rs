@@ -25,3 +25,4 @@ pub mod sync;
 pub mod sys;
 pub mod tls;
 pub mod validate;
+pub mod sys_activation;

@@ -1,0 +1,453 @@
+//! One connection and its requests: routing, the JSON endpoints, errors as JSON.
+
+use super::{export, metrics, Settings};
+use crate::index::{Lookup, WarninglistHit};
+use crate::state::{AdminCommand, Changes, Shared, View};
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::unix::UCred;
+use tokio::sync::{watch, OwnedSemaphorePermit};
+
+pub(crate) type Body = BoxBody<Bytes, Infallible>;
+pub(crate) type Resp = Response<Body>;
+
+/// Longest `wait` a `/v1/changes` long poll may ask for.
+const MAX_WAIT: Duration = Duration::from_secs(300);
+/// Longest value accepted in one lookup.
+const MAX_VALUE_LEN: usize = 8192;
+
+pub(crate) struct Ctx {
+    pub shared: Arc<Shared>,
+    pub own_uid: Option<u32>,
+    pub settings: Settings,
+}
+
+/// Serves one accepted connection until the client leaves or shutdown asks it to finish.
+pub(crate) async fn connection(
+    stream: tokio::net::UnixStream,
+    peer: UCred,
+    ctx: Arc<Ctx>,
+    mut shutdown: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let svc_ctx = ctx.clone();
+    let service = service_fn(move |req| {
+        let ctx = svc_ctx.clone();
+        async move { Ok::<_, Infallible>(handle(req, &ctx, peer).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(ctx.settings.header_timeout.0)
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "query connection ended with an error");
+                }
+                break;
+            }
+            changed = shutdown.changed(), if !stopping => {
+                if changed.is_err() || *shutdown.borrow() {
+                    stopping = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+async fn handle(req: Request<Incoming>, ctx: &Ctx, peer: UCred) -> Resp {
+    let start = Instant::now();
+    let m = ctx.shared.metrics();
+    m.requests.fetch_add(1, Relaxed);
+    let mut budget = ctx.settings.request_timeout.0;
+    if req.uri().path() == "/v1/changes" {
+        budget += MAX_WAIT;
+    }
+    let resp = match tokio::time::timeout(budget, route(req, ctx, peer)).await {
+        Ok(r) => r,
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the request took longer than query.request-timeout",
+        ),
+    };
+    if resp.status().is_client_error() || resp.status().is_server_error() {
+        m.request_errors.fetch_add(1, Relaxed);
+    }
+    m.observe_latency(start.elapsed().as_micros() as u64);
+    resp
+}
+
+async fn route(req: Request<Incoming>, ctx: &Ctx, peer: UCred) -> Resp {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let get = method == Method::GET || method == Method::HEAD;
+    match path.as_str() {
+        "/v1/lookup" if get => lookup_get(&req, ctx),
+        "/v1/lookup" if method == Method::POST => lookup_post(req, ctx).await,
+        "/v1/lookup" => not_allowed("GET, POST"),
+        "/v1/status" if get => status(ctx),
+        "/v1/health" if get => health(ctx),
+        "/v1/quarantine" if get => quarantine(&req, ctx),
+        "/v1/indicators" if get => export::respond(&ctx.shared.load(), &params(&req)),
+        "/v1/changes" if get => changes(&req, ctx).await,
+        "/metrics" if get => metrics::respond(ctx),
+        "/v1/status" | "/v1/health" | "/v1/quarantine" | "/v1/indicators" | "/v1/changes"
+        | "/metrics" => not_allowed("GET"),
+        p => match p.strip_prefix("/v1/release/") {
+            Some(source) if method == Method::POST => release(source, ctx, peer).await,
+            Some(_) => not_allowed("POST"),
+            None => error(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "no such endpoint; see docs/query-api.md",
+            ),
+        },
+    }
+}
+
+pub(crate) fn params(req: &Request<Incoming>) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+pub(crate) fn param<'p>(params: &'p [(String, String)], key: &str) -> Option<&'p str> {
+    params
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(body)).boxed());
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Resp {
+    match serde_json::to_vec(value) {
+        Ok(b) => json_response(status, b),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            &format!("cannot encode the response: {e}"),
+        ),
+    }
+}
+
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Resp {
+    let body = serde_json::json!({ "error": message, "code": code });
+    json_response(status, body.to_string().into_bytes())
+}
+
+fn not_allowed(allow: &'static str) -> Resp {
+    let mut r = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        &format!("use {allow}"),
+    );
+    r.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+/// Looks a value up in the view and adds warninglist hits when an oracle is wired.
+fn lookup_in<'a>(view: &'a View, value: &'a str) -> Lookup<'a> {
+    let mut l = view.index.lookup(value);
+    if let Some(w) = &view.warninglists {
+        l.warninglists = w
+            .hits(value.trim())
+            .into_iter()
+            .map(|(name, category)| WarninglistHit { name, category })
+            .collect();
+    }
+    l
+}
+
+fn count(ctx: &Ctx, lookups: &[Lookup<'_>]) {
+    let m = ctx.shared.metrics();
+    m.lookups.fetch_add(lookups.len() as u64, Relaxed);
+    let hits = lookups.iter().filter(|l| l.listed).count();
+    m.lookup_hits.fetch_add(hits as u64, Relaxed);
+}
+
+fn lookup_get(req: &Request<Incoming>, ctx: &Ctx) -> Resp {
+    let p = params(req);
+    let Some(value) = param(&p, "value") else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "missing-value",
+            "give the value to look up as ?value=...",
+        );
+    };
+    if value.len() > MAX_VALUE_LEN {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "value-too-long",
+            "the value is longer than 8192 bytes",
+        );
+    }
+    let view = ctx.shared.load();
+    let l = [lookup_in(&view, value)];
+    count(ctx, &l);
+    json(StatusCode::OK, &l[0])
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Batch<'a> {
+    #[serde(borrow)]
+    values: Vec<Cow<'a, str>>,
+}
+
+#[derive(Serialize)]
+struct Results<'a> {
+    results: Vec<Lookup<'a>>,
+}
+
+async fn lookup_post(req: Request<Incoming>, ctx: &Ctx) -> Resp {
+    let max = ctx.settings.max_body_bytes;
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            &format!("the request body is larger than query.max-body-bytes ({max})"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return too_large();
+    }
+    let body = match Limited::new(req.into_body(), max).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return too_large()
+        }
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad-body",
+                &format!("cannot read the request body: {e}"),
+            )
+        }
+    };
+    let batch: Batch<'_> = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad-json",
+                &format!("expected {{\"values\": [\"...\"]}}: {e}"),
+            )
+        }
+    };
+    if batch.values.len() > ctx.settings.max_batch {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-many-values",
+            &format!(
+                "{} values in one request; query.max-batch is {}",
+                batch.values.len(),
+                ctx.settings.max_batch
+            ),
+        );
+    }
+    let view = ctx.shared.load();
+    let results: Vec<Lookup<'_>> = batch.values.iter().map(|v| lookup_in(&view, v)).collect();
+    count(ctx, &results);
+    json(StatusCode::OK, &Results { results })
+}
+
+fn status(ctx: &Ctx) -> Resp {
+    let view = ctx.shared.load();
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "generation": view.generation,
+            "indicators": view.index.len(),
+            "values": view.index.values(),
+            "quarantined": view.quarantine.len(),
+            "sources": view.sources,
+        }),
+    )
+}
+
+/// 503 until the first view is published; then 200, `degraded` naming the sources not `ok`.
+fn health(ctx: &Ctx) -> Resp {
+    let view = ctx.shared.load();
+    if view.generation == 0 {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "status": "starting", "error": "no data published yet", "code": "not-ready" }),
+        );
+    }
+    let degraded: Vec<_> = view
+        .sources
+        .iter()
+        .filter(|s| s.state != crate::model::SourceState::Ok)
+        .map(|s| serde_json::json!({ "name": s.name, "state": s.state }))
+        .collect();
+    let status = if degraded.is_empty() {
+        "ok"
+    } else {
+        "degraded"
+    };
+    let mut body = serde_json::json!({ "status": status, "generation": view.generation });
+    if !degraded.is_empty() {
+        body["degraded"] = serde_json::Value::Array(degraded);
+    }
+    json(StatusCode::OK, &body)
+}
+
+fn quarantine(req: &Request<Incoming>, ctx: &Ctx) -> Resp {
+    let p = params(req);
+    let limit = match param(&p, "limit").map(str::parse::<usize>) {
+        None => 100,
+        Some(Ok(n)) => n.min(10_000),
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad-limit",
+                "limit must be a number",
+            )
+        }
+    };
+    let source = param(&p, "source");
+    let view = ctx.shared.load();
+    let matching = view
+        .quarantine
+        .iter()
+        .rev()
+        .filter(|r| source.map_or(true, |s| &*r.source == s));
+    let total = matching.clone().count();
+    let items: Vec<_> = matching.take(limit).collect();
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "total": total, "items": items }),
+    )
+}
+
+async fn release(source: &str, ctx: &Ctx, peer: UCred) -> Resp {
+    if peer.uid() != 0 && Some(peer.uid()) != ctx.own_uid {
+        tracing::warn!(uid = peer.uid(), gid = peer.gid(), pid = ?peer.pid(), source, "release refused: caller is neither root nor the daemon's user");
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "release needs root or the daemon's own user",
+        );
+    }
+    if source.is_empty()
+        || !source
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return error(StatusCode::BAD_REQUEST, "bad-source", "not a source name");
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let cmd = AdminCommand::Release {
+        source: source.to_string(),
+        reply: tx,
+    };
+    let unavailable = || {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "supervisor-unavailable",
+            "the supervisor did not take the command; is mispd shutting down?",
+        )
+    };
+    let sent = tokio::time::timeout(Duration::from_secs(5), ctx.shared.admin().send(cmd)).await;
+    if !matches!(sent, Ok(Ok(()))) {
+        return unavailable();
+    }
+    tracing::info!(uid = peer.uid(), pid = ?peer.pid(), source, "release requested");
+    match rx.await {
+        Ok(Ok(message)) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "status": "released", "source": source, "message": message }),
+        ),
+        Ok(Err(message)) => error(StatusCode::CONFLICT, "release-failed", &message),
+        Err(_) => unavailable(),
+    }
+}
+
+#[derive(Serialize)]
+struct ChangeItem<'a> {
+    value: &'a str,
+    kind: crate::model::Kind,
+}
+
+fn items(v: &[crate::state::Change]) -> Vec<ChangeItem<'_>> {
+    v.iter()
+        .map(|(kind, value)| ChangeItem { value, kind: *kind })
+        .collect()
+}
+
+async fn changes(req: &Request<Incoming>, ctx: &Ctx) -> Resp {
+    let p = params(req);
+    let since = param(&p, "since").filter(|s| !s.is_empty());
+    let wait = match param(&p, "wait").map(str::parse::<u64>) {
+        None => Duration::ZERO,
+        Some(Ok(s)) => Duration::from_secs(s).min(MAX_WAIT),
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad-wait",
+                "wait must be whole seconds",
+            )
+        }
+    };
+    let mut rx = ctx.shared.subscribe();
+    let mut answer = ctx.shared.changes_since(since);
+    if matches!(answer, Changes::Unchanged { .. }) && !wait.is_zero() {
+        let _ = tokio::time::timeout(wait, rx.changed()).await;
+        answer = ctx.shared.changes_since(since);
+    }
+    let empty = Vec::new();
+    let (cursor, reset, added, removed) = match &answer {
+        Changes::Unchanged { cursor } => (cursor, false, &empty, &empty),
+        Changes::Delta {
+            cursor,
+            added,
+            removed,
+        } => (cursor, false, added, removed),
+        Changes::Reset { cursor, added } => (cursor, true, added, &empty),
+    };
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "cursor": cursor,
+            "reset": reset,
+            "added": items(added),
+            "removed": items(removed),
+        }),
+    )
+}

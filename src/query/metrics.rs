@@ -1,0 +1,163 @@
+//! `/metrics` in the Prometheus text format: what is served, lookups, request latency, and the
+//! sync counters the supervisor feeds through [`crate::state::Metrics`].
+
+use super::handlers::{Ctx, Resp};
+use crate::state::LATENCY_BUCKETS_US;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::Response;
+use std::fmt::Write;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Escapes a label value (backslash, quote, newline).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn head(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+pub(crate) fn render(ctx: &Ctx) -> String {
+    let view = ctx.shared.load();
+    let m = ctx.shared.metrics();
+    let mut o = String::with_capacity(4096);
+    head(
+        &mut o,
+        "mispd_generation",
+        "gauge",
+        "Generation of the published set.",
+    );
+    let _ = writeln!(o, "mispd_generation {}", view.generation);
+    head(
+        &mut o,
+        "mispd_indicators",
+        "gauge",
+        "Published indicator records by source and MISP type.",
+    );
+    for (source, ty, n) in view.index.counts() {
+        let _ = writeln!(
+            o,
+            "mispd_indicators{{source=\"{}\",type=\"{}\"}} {n}",
+            label(source),
+            label(ty)
+        );
+    }
+    head(
+        &mut o,
+        "mispd_values",
+        "gauge",
+        "Distinct published values.",
+    );
+    let _ = writeln!(o, "mispd_values {}", view.index.values());
+    head(
+        &mut o,
+        "mispd_quarantined",
+        "gauge",
+        "Values held in quarantine.",
+    );
+    let _ = writeln!(o, "mispd_quarantined {}", view.quarantine.len());
+    head(
+        &mut o,
+        "mispd_source_state",
+        "gauge",
+        "1 for the current state of each source.",
+    );
+    for s in &view.sources {
+        let _ = writeln!(
+            o,
+            "mispd_source_state{{source=\"{}\",state=\"{}\"}} 1",
+            label(&s.name),
+            s.state.as_str()
+        );
+    }
+    let counters = [
+        ("mispd_lookups_total", "Values looked up.", &m.lookups),
+        (
+            "mispd_lookup_hits_total",
+            "Lookups that found the value listed.",
+            &m.lookup_hits,
+        ),
+        (
+            "mispd_requests_total",
+            "HTTP requests on the query socket.",
+            &m.requests,
+        ),
+        (
+            "mispd_request_errors_total",
+            "Requests answered with a 4xx or 5xx status.",
+            &m.request_errors,
+        ),
+        (
+            "mispd_connections_denied_total",
+            "Connections refused by peer credentials.",
+            &m.denied_connections,
+        ),
+        (
+            "mispd_connections_rejected_total",
+            "Connections refused at the connection limit.",
+            &m.rejected_connections,
+        ),
+        (
+            "mispd_syncs_ok_total",
+            "Source syncs that succeeded.",
+            &m.syncs_ok,
+        ),
+        (
+            "mispd_syncs_failed_total",
+            "Source syncs that failed.",
+            &m.syncs_failed,
+        ),
+        (
+            "mispd_breaker_trips_total",
+            "Mass-change breakers tripped.",
+            &m.breaker_trips,
+        ),
+        (
+            "mispd_rejections_total",
+            "Values rejected by validation.",
+            &m.rejections,
+        ),
+    ];
+    for (name, help, c) in counters {
+        head(&mut o, name, "counter", help);
+        let _ = writeln!(o, "{name} {}", c.load(Relaxed));
+    }
+    let name = "mispd_request_duration_seconds";
+    head(
+        &mut o,
+        name,
+        "histogram",
+        "Time to answer a request on the query socket.",
+    );
+    let mut cumulative = 0;
+    for (i, le) in LATENCY_BUCKETS_US.iter().enumerate() {
+        cumulative += m.latency_buckets[i].load(Relaxed);
+        let _ = writeln!(
+            o,
+            "{name}_bucket{{le=\"{}\"}} {cumulative}",
+            *le as f64 / 1e6
+        );
+    }
+    cumulative += m.latency_buckets[LATENCY_BUCKETS_US.len()].load(Relaxed);
+    let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+    let _ = writeln!(
+        o,
+        "{name}_sum {}",
+        m.latency_sum_us.load(Relaxed) as f64 / 1e6
+    );
+    let _ = writeln!(o, "{name}_count {cumulative}");
+    o
+}
+
+pub(crate) fn respond(ctx: &Ctx) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(render(ctx))).boxed());
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}

@@ -1,0 +1,405 @@
+//! The local query service: HTTP/1.1 + JSON on a Unix socket, for firewall updaters, mail
+//! filters, DNS policy and SIEM enrichment. It reads the published [`View`](crate::state::View)
+//! and sends admin commands to the supervisor; it never touches credentials or the network.
+//!
+//! Everything on the socket is bounded: connections, header read time, body size, batch size,
+//! request time. Callers can be restricted by peer credentials (`SO_PEERCRED`).
+//! See docs/query-api.md for the endpoints.
+
+pub mod client;
+mod export;
+mod handlers;
+mod metrics;
+
+use crate::state::Shared;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{watch, Semaphore};
+
+/// A duration written the humantime way in TOML (`"5s"`, `"1m 30s"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map(HumanDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "{s:?} is not a duration ({e}); write e.g. \"5s\""
+                ))
+            })
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+/// The `[query]` section of the configuration.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct Settings {
+    /// Path of the Unix socket (ignored when systemd passes a socket).
+    pub socket: PathBuf,
+    /// Permission bits of the socket file, octal (`"0660"`: owner and group may connect).
+    pub socket_mode: String,
+    /// Group (name or number) that owns the socket file, so its members may connect.
+    pub socket_group: Option<String>,
+    /// Connections served at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Largest request body accepted (413 above).
+    pub max_body_bytes: usize,
+    /// Most values in one batch lookup (413 above).
+    pub max_batch: usize,
+    /// Time a client has to send a request's headers; slower connections are closed.
+    pub header_timeout: HumanDuration,
+    /// Time one request may take (long polls add their `wait`); 503 when exceeded.
+    pub request_timeout: HumanDuration,
+    /// When non-empty (or allowed-groups is), only these peer uids may connect. Root is not implied.
+    pub allowed_uids: Vec<u32>,
+    /// Groups (names or numbers) whose members may connect (primary or supplementary group).
+    pub allowed_groups: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            socket: PathBuf::from("/run/mispd/query.sock"),
+            socket_mode: "0660".into(),
+            socket_group: None,
+            max_connections: 512,
+            max_body_bytes: 1 << 20,
+            max_batch: 10_000,
+            header_timeout: HumanDuration(Duration::from_secs(5)),
+            request_timeout: HumanDuration(Duration::from_secs(10)),
+            allowed_uids: Vec::new(),
+            allowed_groups: Vec::new(),
+        }
+    }
+}
+
+impl Settings {
+    /// Checks meaning beyond syntax; the error names the key.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.socket.is_absolute() {
+            return Err(format!(
+                "query.socket: {:?} must be an absolute path",
+                self.socket
+            ));
+        }
+        self.mode()?;
+        if self.max_connections == 0 {
+            return Err("query.max-connections must be at least 1".into());
+        }
+        if self.max_body_bytes < 64 {
+            return Err("query.max-body-bytes must be at least 64".into());
+        }
+        if self.max_batch == 0 {
+            return Err("query.max-batch must be at least 1".into());
+        }
+        for (key, d) in [
+            ("header-timeout", self.header_timeout),
+            ("request-timeout", self.request_timeout),
+        ] {
+            if d.0.is_zero() {
+                return Err(format!("query.{key} must be longer than zero"));
+            }
+        }
+        if let Some(g) = &self.socket_group {
+            resolve_group(g).map_err(|e| format!("query.socket-group: {e}"))?;
+        }
+        for g in &self.allowed_groups {
+            resolve_group(g).map_err(|e| format!("query.allowed-groups: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The socket mode as bits.
+    pub fn mode(&self) -> Result<u32, String> {
+        u32::from_str_radix(self.socket_mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| {
+                format!(
+                    "query.socket-mode: {:?} is not an octal permission like \"0660\"",
+                    self.socket_mode
+                )
+            })
+    }
+}
+
+/// Why the query service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("query settings: {0}")]
+    Settings(String),
+    #[error("cannot remove the stale socket {path}: {source}; remove it by hand or fix the directory permissions")]
+    RemoveStale {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} exists and is not a socket; refusing to replace it (check query.socket)")]
+    NotASocket { path: PathBuf },
+    #[error("cannot create the socket directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot bind the query socket {path}: {source}; is another mispd running?")]
+    Bind {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot set mode/group of {path}: {source}")]
+    Permissions {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot use the listening socket: {0}")]
+    Listener(std::io::Error),
+}
+
+/// Binds the socket: a stale socket file is removed (anything else at the path is an error),
+/// then the mode and group are set. The listener is non-blocking, ready for [`serve`].
+pub fn bind(settings: &Settings) -> Result<UnixListener, QueryError> {
+    let path = &settings.socket;
+    let mode = settings.mode().map_err(QueryError::Settings)?;
+    let gid = match &settings.socket_group {
+        Some(g) => Some(resolve_group(g).map_err(QueryError::Settings)?),
+        None => None,
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            std::fs::remove_file(path).map_err(|source| QueryError::RemoveStale {
+                path: path.clone(),
+                source,
+            })?
+        }
+        Ok(_) => return Err(QueryError::NotASocket { path: path.clone() }),
+        Err(_) => {}
+    }
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() && !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|source| QueryError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+    }
+    let listener = UnixListener::bind(path).map_err(|source| QueryError::Bind {
+        path: path.clone(),
+        source,
+    })?;
+    let perm = |source| QueryError::Permissions {
+        path: path.clone(),
+        source,
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(perm)?;
+    if let Some(gid) = gid {
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(perm)?;
+    }
+    listener
+        .set_nonblocking(true)
+        .map_err(QueryError::Listener)?;
+    Ok(listener)
+}
+
+/// The listening socket systemd passed (socket activation, `LISTEN_FDS`), if any.
+pub fn from_systemd() -> Option<UnixListener> {
+    crate::sys_activation::listen_fd()
+}
+
+/// A group name or number to a gid, reading /etc/group (no NSS: name services are not needed
+/// for the local groups a socket is shared with).
+pub fn resolve_group(name: &str) -> Result<u32, String> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(gid);
+    }
+    let text = std::fs::read_to_string("/etc/group")
+        .map_err(|e| format!("cannot read /etc/group to resolve {name:?}: {e}"))?;
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            Some((f.next()?, f.nth(1)?))
+        })
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, gid)| gid.parse().ok())
+        .ok_or_else(|| format!("no group named {name:?} in /etc/group"))
+}
+
+/// Serves until `shutdown` turns true (or its sender is dropped), then stops accepting, lets
+/// requests in flight finish for up to five seconds, and returns.
+pub async fn serve(
+    listener: UnixListener,
+    shared: Arc<Shared>,
+    settings: Settings,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), QueryError> {
+    let listener = tokio::net::UnixListener::from_std(listener).map_err(QueryError::Listener)?;
+    let allowed_gids: Vec<u32> = settings
+        .allowed_groups
+        .iter()
+        .map(|g| resolve_group(g))
+        .collect::<Result<_, _>>()
+        .map_err(QueryError::Settings)?;
+    let ctx = Arc::new(handlers::Ctx {
+        shared,
+        own_uid: own_uid(),
+        settings,
+    });
+    let permits = Arc::new(Semaphore::new(ctx.settings.max_connections));
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
+                }
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "query socket accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let peer = match stream.peer_cred() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read peer credentials; closing");
+                        continue;
+                    }
+                };
+                if !peer_allowed(&ctx.settings, &allowed_gids, &peer) {
+                    ctx.shared.metrics().denied_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(uid = peer.uid(), gid = peer.gid(), pid = ?peer.pid(), "query connection denied by allowed-uids/allowed-groups");
+                    conns.spawn(reject(stream, 403, "forbidden", "this user may not use the mispd query socket"));
+                    continue;
+                }
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    ctx.shared.metrics().rejected_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!("query connection limit reached");
+                    conns.spawn(reject(stream, 503, "busy", "too many connections; retry later"));
+                    continue;
+                };
+                conns.spawn(handlers::connection(stream, peer, ctx.clone(), shutdown.clone(), permit));
+            }
+        }
+    }
+    drop(listener);
+    let drain = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("query connections still open after 5s; closing them");
+        conns.abort_all();
+    }
+    Ok(())
+}
+
+/// Answers a connection we will not serve with one JSON error, then closes it.
+async fn reject(mut stream: tokio::net::UnixStream, status: u16, code: &str, msg: &str) {
+    let body = serde_json::json!({ "error": msg, "code": code }).to_string();
+    let reason = if status == 403 {
+        "Forbidden"
+    } else {
+        "Service Unavailable"
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let write = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
+
+fn peer_allowed(settings: &Settings, allowed_gids: &[u32], peer: &tokio::net::unix::UCred) -> bool {
+    if settings.allowed_uids.is_empty() && allowed_gids.is_empty() {
+        return true;
+    }
+    if settings.allowed_uids.contains(&peer.uid()) || allowed_gids.contains(&peer.gid()) {
+        return true;
+    }
+    // SO_PEERCRED carries only the primary group; supplementary groups come from /proc.
+    !allowed_gids.is_empty()
+        && peer
+            .pid()
+            .and_then(|pid| supplementary_groups(pid).ok())
+            .is_some_and(|gs| gs.iter().any(|g| allowed_gids.contains(g)))
+}
+
+fn supplementary_groups(pid: i32) -> std::io::Result<Vec<u32>> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// The effective uid of this process, read without libc (/proc/self belongs to it).
+fn own_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+/// Where a path-based client should connect by default.
+pub fn default_socket() -> &'static Path {
+    Path::new("/run/mispd/query.sock")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_parse_with_defaults_and_reject_typos() {
+        let s: Settings =
+            toml::from_str("socket = \"/tmp/x.sock\"\nheader-timeout = \"2s\"").unwrap();
+        assert_eq!(s.header_timeout.0, Duration::from_secs(2));
+        assert_eq!(s.max_batch, Settings::default().max_batch);
+        s.check().unwrap();
+        let e = toml::from_str::<Settings>("max-conections = 3").unwrap_err();
+        assert!(e.to_string().contains("max-conections"), "{e}");
+        let bad = Settings {
+            socket_mode: "0999".into(),
+            ..Settings::default()
+        };
+        assert!(bad.check().unwrap_err().contains("socket-mode"));
+        let bad = Settings {
+            max_batch: 0,
+            ..Settings::default()
+        };
+        assert!(bad.check().unwrap_err().contains("max-batch"));
+        assert!(toml::from_str::<Settings>("request-timeout = \"5\"").is_err());
+    }
+
+    #[test]
+    fn groups_resolve_by_number_and_name() {
+        assert_eq!(resolve_group("123").unwrap(), 123);
+        assert_eq!(resolve_group("root").unwrap(), 0);
+        assert!(resolve_group("no-such-group-mispd").is_err());
+    }
+}
