@@ -2,6 +2,10 @@
 if [ -x /usr/bin/systemd-tmpfiles ]; then
     systemd-tmpfiles --create mispd.conf >/dev/null 2>&1 || :
 fi
+# As tmpfiles.d/mispd.conf says, enforced here too; key files inside are never touched.
+mkdir -p /etc/mispd/credentials /var/lib/mispd
+chown root:root /etc/mispd/credentials && chmod 0700 /etc/mispd/credentials
+chown mispd:mispd /var/lib/mispd && chmod 0750 /var/lib/mispd
 if [ -d /run/systemd/system ]; then
     systemctl daemon-reload >/dev/null 2>&1 || :
 fi
