@@ -275,8 +275,36 @@ check "purge: conffiles deleted" test ! -e /etc/mispd/mispd.toml -a ! -e /etc/mi
 check "purge: operator's API key kept (may be the only copy)" test -f /etc/mispd/credentials/ci-test-key
 check "purge: enablement symlinks removed" test ! -e /etc/systemd/system/multi-user.target.wants/mispd.service
 check "purge: package gone from dpkg" bash -c '! dpkg -s mispd >/dev/null 2>&1'
-# Leave the machine as we found it (the mispd user stays, as Debian packages do).
 rm -f /etc/mispd/credentials/ci-test-key
 rmdir /etc/mispd/credentials /etc/mispd 2>/dev/null || true
+
+# ---------------------------------------------------------------------------------------------
+step "install test (.rpm scriptlets, private rpm database)"
+# rpm on Debian, with its own database and --nodeps: the point is to run the scriptlets for real
+# (useradd in %pre, directories and enable in %post, disable in %preun) on a host without the user.
+userdel mispd >/dev/null 2>&1; groupdel mispd >/dev/null 2>&1
+rpm_db=$(mktemp -d)
+rpm_cmd=(rpm --dbpath "$rpm_db")
+if "${rpm_cmd[@]}" --initdb && "${rpm_cmd[@]}" -i --nodeps --force-debian "$rpm" >"$target_dir/rpm-install.log" 2>&1; then
+    pass "rpm -i $(basename "$rpm")"
+else
+    cat "$target_dir/rpm-install.log"
+    fail "rpm -i $(basename "$rpm")"
+fi
+check "rpm %pre: user mispd created with useradd" bash -c 'getent passwd mispd | grep -q nologin'
+expect_mode /usr/bin/mispd "755 root:root"
+expect_mode /etc/mispd/mispd.toml "644 root:root"
+expect_mode /etc/mispd/credentials "700 root:root"
+expect_mode /var/lib/mispd "750 mispd:mispd"
+check "rpm %post: mispd.service enabled" test -L /etc/systemd/system/multi-user.target.wants/mispd.service
+check "rpm %post: mispd.socket enabled" test -L /etc/systemd/system/sockets.target.wants/mispd.socket
+check "rpm: mispd not started" bash -c '! pgrep -x mispd >/dev/null'
+echo snapshot >/var/lib/mispd/ci-test-state
+if "${rpm_cmd[@]}" -e mispd >"$target_dir/rpm-erase.log" 2>&1; then pass "rpm -e mispd"; else cat "$target_dir/rpm-erase.log"; fail "rpm -e mispd"; fi
+check "rpm -e: binaries gone" test ! -e /usr/bin/mispd
+check "rpm -e: units disabled" test ! -e /etc/systemd/system/multi-user.target.wants/mispd.service -a ! -e /etc/systemd/system/sockets.target.wants/mispd.socket
+check "rpm -e: state kept (rpm has no purge)" test -f /var/lib/mispd/ci-test-state
+rm -rf "$rpm_db" /var/lib/mispd /etc/mispd
+userdel mispd >/dev/null 2>&1 || true
 
 finish
