@@ -209,6 +209,16 @@ impl SourceSettings {
         (!self.url.contains("://")).then(|| PathBuf::from(&self.url))
     }
 
+    /// The TLS trust for this source: pins and extra anchors (pins are checked by `check()`).
+    pub fn tls(&self) -> Result<crate::tls::TlsSettings, String> {
+        let pins = self
+            .pins
+            .iter()
+            .map(|p| p.parse::<crate::tls::Pin>().map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?;
+        Ok(crate::tls::TlsSettings { pins, ca_file: self.ca_file.clone() })
+    }
+
     /// Host name of the source URL, for protecting the MISP server from being published.
     pub fn host(&self) -> Option<String> {
         url::Url::parse(&self.url)
@@ -319,7 +329,7 @@ impl Config {
                                 "missing: name the credential that holds this server's API key".into(),
                             ))
                         }
-                        Some(n) if !crate::credentials::is_safe_name(n) => {
+                        Some(n) if !crate::credentials::valid_name(n) => {
                             return Err((
                                 key("api-key"),
                                 format!("`{n}` is not a credential name (a plain file name, no `/`)"),
@@ -353,7 +363,7 @@ impl Config {
                 }
             }
             for p in &s.pins {
-                crate::tls::Pin::parse(p).map_err(|e| (key("pins"), format!("`{p}`: {e}")))?;
+                p.parse::<crate::tls::Pin>().map_err(|e| (key("pins"), e.to_string()))?;
             }
             if let Some(ca) = &s.ca_file {
                 if !ca.is_file() {

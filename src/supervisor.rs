@@ -3,10 +3,11 @@
 //! atomically, reloads on SIGHUP, feeds the watchdog, and drains on SIGTERM.
 
 use crate::config::{Config, SourceKind, SourceSettings, Trust};
-use crate::credentials::KeySlot;
+use crate::credentials::{ApiKey, CredentialError};
+use crate::misp::client::{shared_key, SharedKey};
 use crate::index::Index;
 use crate::model::{now_epoch, rfc3339, HeldChange, Indicator, Kind, Rejection, SourceState, SourceStatus};
-use crate::state::{AdminCommand, Shared, View};
+use crate::state::{AdminCommand, Shared, View, WarninglistOracle};
 use crate::sync::worker::{fetcher_for, Worker, WorkerEvent, WorkerHandle, WorkerState};
 use crate::validate::{breaker, Protected, Validator};
 use crate::{notify, snapshot};
@@ -29,7 +30,7 @@ struct SourceSlot {
     /// A validated set a breaker refused, waiting for release.
     held: Option<Vec<Indicator>>,
     quarantine: Vec<Rejection>,
-    key: Option<Arc<KeySlot>>,
+    key: Option<SharedKey>,
     worker: Option<WorkerHandle>,
     stale_warned: bool,
 }
@@ -152,14 +153,8 @@ impl Supervisor {
     fn start_worker(&mut self, i: usize, state: WorkerState) {
         let slot = &mut self.slots[i];
         if slot.settings.kind == SourceKind::Misp && slot.key.is_none() {
-            let name = slot.settings.api_key.clone().unwrap_or_default();
-            match crate::credentials::load_slot(
-                &name,
-                std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from).as_deref(),
-                &self.config.daemon.credentials_dir,
-                slot.settings.allow_nonstandard_key,
-            ) {
-                Ok(k) => slot.key = Some(Arc::new(k)),
+            match load_key(&self.config, &slot.settings) {
+                Ok(k) => slot.key = Some(shared_key(k)),
                 Err(e) => {
                     tracing::error!(source = %slot.name, error = %e, "credential refused; this source is disabled, the others keep running");
                     slot.status.state = SourceState::Disabled;
@@ -189,13 +184,7 @@ impl Supervisor {
     }
 
     async fn stop_worker(&mut self, i: usize) -> WorkerState {
-        match self.slots[i].worker.take() {
-            Some(h) => {
-                let _ = h.stop.send(true);
-                h.task.await.unwrap_or_default()
-            }
-            None => WorkerState::default(),
-        }
+        stop(self.slots[i].worker.take()).await
     }
 
     async fn on_event(&mut self, ev: WorkerEvent) {
@@ -320,33 +309,48 @@ impl Supervisor {
 
     async fn apply_config(&mut self, new: Config) {
         self.validator.store(Arc::new(build_validator(&new)));
-        let mut old: HashMap<String, (SourceSlot, WorkerState)> = HashMap::new();
-        for i in 0..self.slots.len() {
-            let state = self.stop_worker(i).await;
-            let name = self.slots[i].name.to_string();
-            old.insert(name, (new_slot(self.slots[i].settings.clone()), state));
-        }
-        let old_slots = std::mem::take(&mut self.slots);
-        let mut kept: HashMap<String, SourceSlot> =
-            old_slots.into_iter().map(|s| (s.name.to_string(), s)).collect();
+        let mut old: HashMap<String, SourceSlot> =
+            std::mem::take(&mut self.slots).into_iter().map(|s| (s.name.to_string(), s)).collect();
         self.config = new;
-        for s in self.config.sources.clone() {
-            let (slot, state) = match (kept.remove(&s.name), old.remove(&s.name)) {
-                (Some(mut slot), Some((_, state))) => {
-                    // Same source: keep what it serves; keep its store when it talks to the same place.
-                    let same_place = slot.settings.url == s.url && slot.settings.kind == s.kind;
-                    slot.settings = s;
-                    slot.key = None; // re-read: rotation
-                    (slot, if same_place { state } else { WorkerState::default() })
+        for settings in self.config.sources.clone() {
+            match old.remove(&settings.name) {
+                Some(slot) if slot.settings == settings && slot.worker.is_some() => {
+                    // Unchanged and running: rotate the key in place. A sync in flight finishes
+                    // with the key it started with; the next request uses the new one.
+                    if let Some(key) = &slot.key {
+                        match load_key(&self.config, &slot.settings) {
+                            Ok(k) => key.store(Arc::new(k)),
+                            Err(e) => tracing::error!(source = %slot.name, error = %e, "credential refused on reload; the key already loaded stays in use"),
+                        }
+                    }
+                    self.slots.push(slot);
                 }
-                _ => (new_slot(s), WorkerState::default()),
-            };
-            self.slots.push(slot);
-            let i = self.slots.len() - 1;
-            self.start_worker(i, state);
+                Some(mut slot) => {
+                    let state = stop(slot.worker.take()).await;
+                    // Keep the store when the source still talks to the same place.
+                    let same_place = slot.settings.url == settings.url && slot.settings.kind == settings.kind;
+                    slot.status.kind = settings.kind.as_str().to_string();
+                    slot.settings = settings;
+                    slot.key = None;
+                    if slot.status.state == SourceState::Disabled {
+                        slot.status.state = SourceState::Starting;
+                    }
+                    self.slots.push(slot);
+                    self.start_worker(self.slots.len() - 1, if same_place { state } else { WorkerState::default() });
+                }
+                None => {
+                    self.slots.push(new_slot(settings));
+                    self.start_worker(self.slots.len() - 1, WorkerState::default());
+                }
+            }
+        }
+        for (name, mut slot) in old {
+            tracing::info!(source = %name, "source removed from the configuration; its indicators are no longer served");
+            stop(slot.worker.take()).await;
         }
         self.revalidate.send_modify(|n| *n += 1);
         self.rebuild().await;
+        self.write_snapshot().await;
     }
 
     fn slot_mut(&mut self, name: &str) -> Option<&mut SourceSlot> {
@@ -378,6 +382,7 @@ impl Supervisor {
             index: self.index.clone(),
             sources: self.slots.iter().map(|s| s.status.clone()).collect(),
             quarantine: Arc::new(quarantine),
+            warninglists: Some(Arc::new(Oracle(self.validator.clone()))),
         };
         self.shared.publish(view);
         notify::status(&self.status_line());
@@ -448,6 +453,45 @@ impl Supervisor {
             Ok(Err(e)) => tracing::error!(error = %e, "could not write the snapshot"),
             Err(e) => tracing::error!(error = %e, "snapshot task failed"),
         }
+    }
+}
+
+async fn stop(worker: Option<WorkerHandle>) -> WorkerState {
+    match worker {
+        Some(h) => {
+            let _ = h.stop.send(true);
+            h.task.await.unwrap_or_default()
+        }
+        None => WorkerState::default(),
+    }
+}
+
+fn load_key(config: &Config, source: &SourceSettings) -> Result<ApiKey, CredentialError> {
+    crate::credentials::load(
+        source.api_key.as_deref().unwrap_or_default(),
+        std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from).as_deref(),
+        &config.daemon.credentials_dir,
+        source.allow_nonstandard_key,
+    )
+}
+
+/// Lookups ask the current validator whether a value is itself on a warninglist.
+struct Oracle(Arc<ArcSwap<Validator>>);
+
+impl WarninglistOracle for Oracle {
+    fn hits(&self, value: &str) -> Vec<(String, String)> {
+        self.0
+            .load()
+            .warninglist_hits(value)
+            .into_iter()
+            .map(|h| {
+                let category = serde_json::to_value(&h.category)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                (h.name, category)
+            })
+            .collect()
     }
 }
 

@@ -5,7 +5,8 @@
 
 use super::plan::{self, Cursor, Mode, Store};
 use crate::config::{SourceKind, SourceSettings};
-use crate::misp::{ClientError, FeedClient, MispClient};
+use crate::misp::client::SharedKey;
+use crate::misp::{ClientError, FeedClient, FeedError, MispClient};
 use crate::model::{now_epoch, Indicator, Rejection};
 use crate::validate::Validator;
 use arc_swap::ArcSwap;
@@ -14,6 +15,28 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+
+/// Why a sync failed. Nothing served changes on any of these.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Misp(#[from] ClientError),
+    #[error(transparent)]
+    Feed(#[from] FeedError),
+    #[error("the whole sync took longer than {}s (20 times `timeout`); it was abandoned", .0.as_secs())]
+    Deadline(Duration),
+    #[error("cannot set up the source: {0}")]
+    Setup(String),
+}
+
+impl SyncError {
+    fn client(&self) -> Option<&ClientError> {
+        match self {
+            SyncError::Misp(e) | SyncError::Feed(FeedError::Client(e)) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// What a worker tells the supervisor.
 #[derive(Debug)]
@@ -105,11 +128,11 @@ impl Worker {
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    let retry_in = match &e {
-                        ClientError::RateLimited { retry_after } => (*retry_after).max(Duration::from_secs(1)),
+                    let retry_in = match e.client() {
+                        Some(ClientError::RateLimited { retry_after }) => (*retry_after).max(Duration::from_secs(1)),
                         _ => backoff(failures, interval),
                     };
-                    let auth = matches!(e, ClientError::AuthFailed { .. });
+                    let auth = matches!(e.client(), Some(ClientError::AuthFailed { .. }));
                     let _ = self
                         .events
                         .send(WorkerEvent::Failed {
@@ -190,7 +213,7 @@ impl Worker {
     }
 
     /// Fetch and apply one sync. On error nothing in `state` has changed.
-    async fn sync_once(&self, state: &mut WorkerState) -> Result<Option<String>, ClientError> {
+    async fn sync_once(&self, state: &mut WorkerState) -> Result<Option<String>, SyncError> {
         // A deadline for the whole sync, so a server that answers each page slowly cannot stall us forever.
         let deadline = self.settings.timeout.0 * 20;
         let fut = async {
@@ -201,13 +224,11 @@ impl Worker {
         };
         match tokio::time::timeout(deadline, fut).await {
             Ok(r) => r,
-            Err(_) => Err(ClientError::Timeout {
-                what: format!("the whole sync (limit {}s)", deadline.as_secs()),
-            }),
+            Err(_) => Err(SyncError::Deadline(deadline)),
         }
     }
 
-    async fn sync_misp(&self, client: &MispClient, state: &mut WorkerState) -> Result<Option<String>, ClientError> {
+    async fn sync_misp(&self, client: &MispClient, state: &mut WorkerState) -> Result<Option<String>, SyncError> {
         let now = now_epoch();
         let mode = plan::choose_mode(&state.cursor, now, self.settings.full_resync.0.as_secs() as i64);
         let limit = self.settings.page_size;
@@ -244,7 +265,7 @@ impl Worker {
         Ok(key_expires)
     }
 
-    async fn sync_feed(&self, feed: &FeedClient, state: &mut WorkerState) -> Result<(), ClientError> {
+    async fn sync_feed(&self, feed: &FeedClient, state: &mut WorkerState) -> Result<(), SyncError> {
         let manifest = feed.manifest().await?;
         let changed: Vec<(&String, i64)> = manifest
             .iter()
@@ -258,8 +279,14 @@ impl Worker {
             .cloned()
             .collect();
         let mut fetched = Vec::with_capacity(changed.len());
+        let mut bad_rows = 0;
         for (uuid, _) in &changed {
-            fetched.push(feed.event(uuid).await?);
+            let ev = feed.event(uuid).await?;
+            bad_rows += ev.bad_rows;
+            fetched.push(ev.attributes);
+        }
+        if bad_rows > 0 {
+            tracing::warn!(source = %self.name, bad_rows, "feed attributes that could not be read were skipped");
         }
         let mut remove: HashSet<String> = gone;
         remove.extend(changed.iter().map(|(u, _)| (*u).clone()));
@@ -287,16 +314,24 @@ pub fn backoff(failures: u32, interval: Duration) -> Duration {
 }
 
 /// Build the fetcher for a source: a pinned-TLS MISP client or a feed reader.
-pub fn fetcher_for(
-    settings: &SourceSettings,
-    key: Option<Arc<crate::credentials::KeySlot>>,
-) -> Result<Fetcher, ClientError> {
+pub fn fetcher_for(settings: &SourceSettings, key: Option<SharedKey>) -> Result<Fetcher, SyncError> {
+    let tls = settings.tls().map_err(SyncError::Setup)?;
+    let max = usize::try_from(settings.max_response_bytes).unwrap_or(usize::MAX);
     match settings.kind {
         SourceKind::Misp => {
-            let key = key.ok_or_else(|| ClientError::Config("no credential loaded".into()))?;
-            Ok(Fetcher::Misp(MispClient::new(settings, key)?))
+            let key = key.ok_or_else(|| SyncError::Setup("no credential loaded".into()))?;
+            Ok(Fetcher::Misp(MispClient::new(&settings.url, &tls, settings.timeout.0, key, max)?))
         }
-        SourceKind::Feed => Ok(Fetcher::Feed(FeedClient::new(settings)?)),
+        SourceKind::Feed => {
+            let location = match settings.feed_dir() {
+                Some(dir) => std::path::absolute(&dir)
+                    .map_err(|e| SyncError::Setup(format!("{}: {e}", dir.display())))?
+                    .display()
+                    .to_string(),
+                None => settings.url.clone(),
+            };
+            Ok(Fetcher::Feed(FeedClient::new(&location, &tls, settings.timeout.0, max)?))
+        }
     }
 }
 
