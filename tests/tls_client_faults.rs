@@ -419,3 +419,28 @@ async fn key_expiration_and_skipped_count_headers_are_reported() {
         Some("2027-01-31T00:00:00+00:00")
     );
 }
+
+#[tokio::test]
+async fn scoped_faults_hit_only_the_chosen_page_or_requests() {
+    let server = MispServer::start_self_signed().await;
+    server.load_fixture_attributes();
+    let client = server.client();
+    server.set_fault_scoped(Fault::TruncatedBody, common::server::FaultScope::Page(2));
+    client.search_page(&query(1, 5)).await.unwrap();
+    let err = client.search_page(&query(2, 5)).await.unwrap_err();
+    assert!(matches!(err, ClientError::InvalidJson { .. }), "{err:?}");
+    client.search_page(&query(3, 5)).await.unwrap();
+    server.set_fault_scoped(Fault::Status500Json, common::server::FaultScope::Times(1));
+    assert!(matches!(
+        client.version().await,
+        Err(ClientError::Server { status: 500, .. })
+    ));
+    client.version().await.unwrap();
+    // Hard delete: gone without a trace.
+    let first = client.search_page(&query(1, 1)).await.unwrap().attributes[0]
+        .uuid
+        .clone();
+    assert!(server.hard_delete(&first));
+    let all = client.search_page(&query(1, 1000)).await.unwrap();
+    assert!(all.attributes.iter().all(|a| a.uuid != first));
+}
