@@ -72,6 +72,14 @@ pub enum CredentialError {
     BadMode { path: PathBuf, mode: u32 },
     #[error("credential directory {} has mode {mode:04o} and is writable by group or others, so the key could be swapped; fix with `chmod go-w {}`", path.display(), path.display())]
     DirWritable { path: PathBuf, mode: u32 },
+    #[error("credential directory {} is owned by uid {owner}, not by root or mispd's uid {euid}, so that user could swap the key; fix with `chown root: {}`", path.display(), path.display())]
+    DirOwner {
+        path: PathBuf,
+        owner: u32,
+        euid: u32,
+    },
+    #[error("credential {} cannot be read by mispd (uid {euid}): permission denied; pass it with systemd's `LoadCredential=` (recommended) or make mispd's user own it", path.display())]
+    Unreadable { path: PathBuf, euid: u32 },
     #[error("credential {} is empty; write the MISP API key into it", path.display())]
     Empty { path: PathBuf },
     #[error("credential {} is {size} bytes: too big to be an API key (at most {MAX_KEY_FILE})", path.display())]
@@ -137,6 +145,14 @@ pub fn load(
 
 fn check_dir(dir: &Path) -> Result<(), CredentialError> {
     let meta = std::fs::metadata(dir).map_err(|source| io_err(dir, source))?;
+    let euid = crate::sys::euid();
+    if meta.uid() != 0 && meta.uid() != euid {
+        return Err(CredentialError::DirOwner {
+            path: dir.to_path_buf(),
+            owner: meta.uid(),
+            euid,
+        });
+    }
     let mode = meta.permissions().mode() & 0o7777;
     // A sticky world-writable directory (/tmp) still lets others plant files: refuse it too.
     if mode & 0o022 != 0 {
@@ -152,6 +168,11 @@ fn io_err(path: &Path, source: std::io::Error) -> CredentialError {
     if source.kind() == std::io::ErrorKind::NotFound {
         CredentialError::Missing {
             path: path.to_path_buf(),
+        }
+    } else if source.kind() == std::io::ErrorKind::PermissionDenied {
+        CredentialError::Unreadable {
+            path: path.to_path_buf(),
+            euid: crate::sys::euid(),
         }
     } else {
         CredentialError::Io {

@@ -232,3 +232,20 @@ fn oversized_file_is_refused() {
         CredentialError::TooBig { size: 10_000, .. }
     ));
 }
+
+#[test]
+fn directory_of_another_user_is_refused() {
+    let (dir, path) = setup();
+    write(&path, KEY, 0o600);
+    if mispd::sys::euid() != 0 {
+        eprintln!("not root: cannot chown to another user, ownership test skipped");
+        return;
+    }
+    std::os::unix::fs::chown(dir.path(), Some(65534), None).unwrap();
+    let err = refuse(dir.path());
+    assert!(
+        matches!(err, CredentialError::DirOwner { owner: 65534, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("chown root:"));
+}

@@ -419,3 +419,83 @@ async fn key_expiration_and_skipped_count_headers_are_reported() {
         Some("2027-01-31T00:00:00+00:00")
     );
 }
+
+#[tokio::test]
+async fn scoped_faults_hit_only_the_chosen_page_or_requests() {
+    let server = MispServer::start_self_signed().await;
+    server.load_fixture_attributes();
+    let client = server.client();
+    server.set_fault_scoped(Fault::TruncatedBody, common::server::FaultScope::Page(2));
+    client.search_page(&query(1, 5)).await.unwrap();
+    let err = client.search_page(&query(2, 5)).await.unwrap_err();
+    assert!(matches!(err, ClientError::InvalidJson { .. }), "{err:?}");
+    client.search_page(&query(3, 5)).await.unwrap();
+    server.set_fault_scoped(Fault::Status500Json, common::server::FaultScope::Times(1));
+    assert!(matches!(
+        client.version().await,
+        Err(ClientError::Server { status: 500, .. })
+    ));
+    client.version().await.unwrap();
+    // Hard delete: gone without a trace.
+    let first = client.search_page(&query(1, 1)).await.unwrap().attributes[0]
+        .uuid
+        .clone();
+    assert!(server.hard_delete(&first));
+    let all = client.search_page(&query(1, 1000)).await.unwrap();
+    assert!(all.attributes.iter().all(|a| a.uuid != first));
+}
+
+#[tokio::test]
+async fn a_server_that_never_finishes_the_handshake_times_out() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            conns.push(tcp); // accept, then say nothing
+        }
+    });
+    let cert = certs::self_signed(&["localhost"]);
+    let tls = TlsSettings {
+        pins: vec![cert.pin()],
+        ca_file: None,
+    };
+    let key = shared_key(ApiKey::from_secret(TEST_KEY.to_string().into()));
+    let client = MispClient::new(
+        &format!("https://localhost:{port}/"),
+        &tls,
+        Duration::from_secs(1),
+        key,
+        1 << 20,
+    )
+    .unwrap();
+    let start = Instant::now();
+    let err = client.version().await.unwrap_err();
+    assert!(matches!(err, ClientError::Timeout { .. }), "{err:?}");
+    assert!(start.elapsed() < Duration::from_secs(3));
+    held.abort();
+}
+
+#[tokio::test]
+async fn https_feed_is_pinned_too() {
+    let server = MispServer::start_self_signed().await;
+    server.load_fixture_feed();
+    let wrong = TlsSettings {
+        pins: vec![certs::self_signed(&["localhost"]).pin()],
+        ca_file: None,
+    };
+    let feed =
+        FeedClient::new(&server.feed_url(), &wrong, Duration::from_secs(5), 8 << 20).unwrap();
+    let err = feed.manifest().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FeedError::Client(ClientError::Tls {
+                failure: mispd::tls::TlsFailure::PinMismatch { .. },
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    assert!(server.requests().is_empty());
+}

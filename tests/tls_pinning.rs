@@ -326,9 +326,19 @@ fn pin_matches_openssl() {
     }
 }
 
-/// A server that only speaks TLS 1.0 (rustls cannot, so `openssl s_server -tls1`).
-#[tokio::test]
-async fn tls10_only_server_is_refused() {
+/// Kills the child process when the test ends, even on panic.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A server that only speaks an old TLS version: rustls cannot, so `openssl s_server`.
+/// Returns `None` (and says so) if openssl is not installed.
+async fn old_tls_server_error(flag: &str) -> Option<ClientError> {
     let cert = certs::self_signed(&["localhost"]);
     let dir = tempfile::tempdir().unwrap();
     let (crt, key) = cert.write_pem_and_key(dir.path());
@@ -341,7 +351,7 @@ async fn tls10_only_server_is_refused() {
             "s_server",
             "-quiet",
             "-www",
-            "-tls1",
+            flag,
             "-cipher",
             "DEFAULT@SECLEVEL=0",
             "-accept",
@@ -355,11 +365,11 @@ async fn tls10_only_server_is_refused() {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn();
-    let Ok(mut child) = child else {
-        eprintln!("openssl not available: TLS 1.0 test skipped");
-        return;
+    let Ok(child) = child else {
+        eprintln!("openssl not available: {flag} test skipped");
+        return None;
     };
-    // Wait for the listener.
+    let _guard = KillOnDrop(child);
     let mut up = false;
     for _ in 0..50 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -371,7 +381,7 @@ async fn tls10_only_server_is_refused() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(up, "openssl s_server did not start");
+    assert!(up, "openssl s_server {flag} did not start");
     let key = shared_key(ApiKey::from_secret(TEST_KEY.to_string().into()));
     let c = MispClient::new(
         &format!("https://localhost:{port}/"),
@@ -381,9 +391,11 @@ async fn tls10_only_server_is_refused() {
         1 << 20,
     )
     .unwrap();
-    let err = c.version().await.unwrap_err();
-    let _ = child.kill();
-    let _ = child.wait();
+    Some(c.version().await.unwrap_err())
+}
+
+fn assert_old_tls_refused(err: Option<ClientError>) {
+    let Some(err) = err else { return };
     match &err {
         ClientError::Tls {
             failure: TlsFailure::Handshake { .. },
@@ -392,6 +404,16 @@ async fn tls10_only_server_is_refused() {
         other => panic!("expected a handshake refusal, got {other:?}"),
     }
     assert!(err.to_string().contains("TLS 1.2 and 1.3 only"), "{err}");
+}
+
+#[tokio::test]
+async fn tls10_only_server_is_refused() {
+    assert_old_tls_refused(old_tls_server_error("-tls1").await);
+}
+
+#[tokio::test]
+async fn tls11_only_server_is_refused() {
+    assert_old_tls_refused(old_tls_server_error("-tls1_1").await);
 }
 
 #[tokio::test]

@@ -1,8 +1,8 @@
 //! Static MISP feeds (`manifest.json` + `<uuid>.json`), from an https URL (same pinned TLS as
 //! MISP, no API key) or from a local directory (e.g. a feed mirrored by another tool).
 
-use super::client::{check_response, Transport};
 use super::error::{ClientError, FeedError};
+use super::http::{check_response, Transport};
 use super::wire;
 use crate::model::Attribute;
 use crate::tls::TlsSettings;

@@ -5,8 +5,10 @@
 pub mod client;
 pub mod error;
 pub mod feed;
+mod http;
 pub mod wire;
 
 pub use client::{shared_key, MispClient, Page, SharedKey, Version};
 pub use error::{ClientError, FeedError};
 pub use feed::{FeedClient, FeedEvent};
+pub use http::proxy_env_for;

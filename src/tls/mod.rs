@@ -4,19 +4,23 @@
 //! verification off: a self-signed MISP is trusted by pinning it (see `docs/security.md`).
 
 pub mod der;
+mod failure;
+mod inspect;
 mod verify;
 
+pub use failure::{classify, error_chain, find_tls_failure, TlsFailure};
+pub use inspect::{fetch_pin, host_port, PinReport};
 pub use verify::PinMismatch;
 
 use base64::Engine as _;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{CertificateError, ClientConfig, RootCertStore};
+use rustls::pki_types::CertificateDer;
+use rustls::{ClientConfig, RootCertStore};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -136,185 +140,6 @@ pub enum TlsError {
     NoCertificate { addr: String },
 }
 
-/// Why a TLS connection was refused, in the operator's terms.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TlsFailure {
-    PinMismatch {
-        presented: Pin,
-        expected: Vec<Pin>,
-    },
-    UnknownIssuer,
-    Expired,
-    NotYetValid,
-    HostnameMismatch {
-        detail: String,
-    },
-    /// Protocol version, cipher, alert, bad handshake signature...
-    Handshake {
-        detail: String,
-    },
-    Timeout,
-    /// A TLS error not in the classes above.
-    Other {
-        detail: String,
-    },
-}
-
-impl fmt::Display for TlsFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TlsFailure::PinMismatch { presented, expected } => {
-                let expected: Vec<String> = expected.iter().map(Pin::to_string).collect();
-                write!(
-                    f,
-                    "certificate pin mismatch: the server presented {presented}, configured pins are [{}]; \
-                     if the server's key was rotated on purpose, check it out of band and add the new pin \
-                     (`mispctl pin URL`), otherwise treat this as a possible interception",
-                    expected.join(", ")
-                )
-            }
-            TlsFailure::UnknownIssuer => f.write_str(
-                "certificate issuer unknown: the chain does not lead to a system root or to `ca-file`; \
-                 set `ca-file` to the issuing CA, or pin the server's key (`mispctl pin URL`)",
-            ),
-            TlsFailure::Expired => f.write_str("the server's certificate has expired (or the clock is wrong); renew it"),
-            TlsFailure::NotYetValid => {
-                f.write_str("the server's certificate is not valid yet; check this host's clock and the certificate's dates")
-            }
-            TlsFailure::HostnameMismatch { detail } => write!(
-                f,
-                "the certificate is not valid for the host name in the URL ({detail}); use the name the certificate was issued for"
-            ),
-            TlsFailure::Handshake { detail } => write!(
-                f,
-                "TLS handshake failed ({detail}); mispd speaks TLS 1.2 and 1.3 only, check the server's TLS settings"
-            ),
-            TlsFailure::Timeout => f.write_str("timed out"),
-            TlsFailure::Other { detail } => write!(f, "TLS error: {detail}"),
-        }
-    }
-}
-
-impl TlsFailure {
-    /// A short stable label for status output and metrics.
-    pub fn code(&self) -> &'static str {
-        match self {
-            TlsFailure::PinMismatch { .. } => "pin-mismatch",
-            TlsFailure::UnknownIssuer => "unknown-issuer",
-            TlsFailure::Expired => "expired",
-            TlsFailure::NotYetValid => "not-yet-valid",
-            TlsFailure::HostnameMismatch { .. } => "hostname-mismatch",
-            TlsFailure::Handshake { .. } => "handshake",
-            TlsFailure::Timeout => "timeout",
-            TlsFailure::Other { .. } => "tls",
-        }
-    }
-}
-
-fn from_rustls(err: &rustls::Error) -> TlsFailure {
-    use rustls::Error as E;
-    match err {
-        E::InvalidCertificate(c) => match c {
-            CertificateError::UnknownIssuer => TlsFailure::UnknownIssuer,
-            CertificateError::Expired | CertificateError::ExpiredContext { .. } => TlsFailure::Expired,
-            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => TlsFailure::NotYetValid,
-            CertificateError::NotValidForName => TlsFailure::HostnameMismatch { detail: "no matching name".into() },
-            CertificateError::NotValidForNameContext { expected, presented } => TlsFailure::HostnameMismatch {
-                detail: format!("expected {expected:?}, certificate names {presented:?}"),
-            },
-            CertificateError::Other(o) => match o.0.downcast_ref::<PinMismatch>() {
-                Some(p) => TlsFailure::PinMismatch { presented: p.presented, expected: p.expected.clone() },
-                None if format!("{o:?}").contains("CaUsedAsEndEntity") => TlsFailure::Other {
-                    detail: "the server's certificate is a CA certificate (typical of `openssl req -x509`); \
-                             pin its key (`mispctl pin URL`) or give it a proper server certificate"
-                        .into(),
-                },
-                None => TlsFailure::Other { detail: format!("invalid certificate: {o:?}") },
-            },
-            other => TlsFailure::Other { detail: format!("invalid certificate: {other:?}") },
-        },
-        E::AlertReceived(alert) => TlsFailure::Handshake { detail: format!("the server sent alert {alert:?}") },
-        E::PeerIncompatible(p) => TlsFailure::Handshake { detail: format!("incompatible server: {p:?}") },
-        E::PeerMisbehaved(p) => TlsFailure::Handshake { detail: format!("server misbehaved: {p:?}") },
-        E::InvalidMessage(m) => TlsFailure::Handshake { detail: format!("invalid TLS message: {m:?}") },
-        other => TlsFailure::Handshake { detail: other.to_string() },
-    }
-}
-
-/// Finds the TLS failure inside an error chain (hyper wraps rustls errors twice in
-/// `io::Error`, whose `source()` skips the wrapped error: `get_ref()` is needed). `None` when
-/// the chain holds no TLS error (connection refused, DNS...).
-pub fn find_tls_failure(err: &(dyn std::error::Error + 'static)) -> Option<TlsFailure> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    let mut depth = 0;
-    while let Some(e) = cur {
-        depth += 1;
-        if depth > 32 {
-            break;
-        }
-        if let Some(r) = e.downcast_ref::<rustls::Error>() {
-            return Some(from_rustls(r));
-        }
-        if let Some(p) = e.downcast_ref::<PinMismatch>() {
-            return Some(TlsFailure::PinMismatch {
-                presented: p.presented,
-                expected: p.expected.clone(),
-            });
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                cur = Some(inner as &(dyn std::error::Error + 'static));
-                continue;
-            }
-        }
-        cur = e.source();
-    }
-    None
-}
-
-/// Classifies any error from a TLS connection attempt; errors with no TLS cause become `Other`
-/// (or `Timeout` for a timed-out I/O error).
-pub fn classify(err: &(dyn std::error::Error + 'static)) -> TlsFailure {
-    if let Some(f) = find_tls_failure(err) {
-        return f;
-    }
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return TlsFailure::Timeout;
-            }
-        }
-        cur = e.source();
-    }
-    TlsFailure::Other {
-        detail: error_chain(err),
-    }
-}
-
-/// `a: b: c` for an error and its sources (io::Error wrappers unwrapped).
-pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        let s = e.to_string();
-        if parts.last() != Some(&s) && !s.is_empty() {
-            parts.push(s);
-        }
-        if parts.len() > 8 {
-            break;
-        }
-        cur = match e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-            None => e.source(),
-        };
-    }
-    parts.join(": ")
-}
-
 fn system_roots() -> &'static [CertificateDer<'static>] {
     static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
     ROOTS.get_or_init(|| {
@@ -346,7 +171,7 @@ pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErro
     Ok(certs)
 }
 
-fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, TlsError> {
+pub(super) fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     roots.add_parsable_certificates(system_roots().iter().cloned());
     if let Some(path) = ca_file {
@@ -360,7 +185,7 @@ fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(super) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -382,185 +207,6 @@ pub fn client_config(settings: &TlsSettings) -> Result<ClientConfig, TlsError> {
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     Ok(config)
-}
-
-/// What `mispctl pin URL` reports about a server.
-#[derive(Clone, Debug)]
-pub struct PinReport {
-    pub host: String,
-    pub port: u16,
-    /// The leaf's pin: what to put in `pins`.
-    pub pin: Pin,
-    /// How many certificates the server sent (leaf included).
-    pub chain_len: usize,
-    pub info: Option<der::CertInfo>,
-    /// `None` if the chain validates against the system roots (+ ca-file) for this host name.
-    pub verification_error: Option<TlsFailure>,
-}
-
-impl fmt::Display for PinReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "server:     {}:{}", self.host, self.port)?;
-        writeln!(f, "pin:        {}", self.pin)?;
-        if let Some(info) = &self.info {
-            writeln!(f, "subject:    {}", info.subject)?;
-            writeln!(f, "issuer:     {}", info.issuer)?;
-            writeln!(f, "not before: {}", crate::model::rfc3339(info.not_before))?;
-            writeln!(f, "not after:  {}", crate::model::rfc3339(info.not_after))?;
-        }
-        writeln!(f, "sent:       {} certificate(s)", self.chain_len)?;
-        match &self.verification_error {
-            None => writeln!(
-                f,
-                "chain:      valid for this host name against the system roots (+ ca-file)"
-            ),
-            Some(e) => writeln!(f, "chain:      NOT valid without a pin: {e}"),
-        }?;
-        write!(
-            f,
-            "Check this pin out of band (e.g. `openssl x509 -pubkey` on the MISP host) before trusting it."
-        )
-    }
-}
-
-/// Accepts any certificate but records what the real verification says, for `mispctl pin`.
-/// It never carries data: the connection is closed right after the handshake.
-#[derive(Debug)]
-struct Inspector {
-    real: verify::PinningVerifier,
-    seen: Mutex<Option<(Vec<CertificateDer<'static>>, Option<TlsFailure>)>>,
-}
-
-impl rustls::client::danger::ServerCertVerifier for Inspector {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        let verdict = self
-            .real
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-            .err()
-            .map(|e| from_rustls(&e));
-        let mut chain = vec![end_entity.clone().into_owned()];
-        chain.extend(intermediates.iter().map(|c| c.clone().into_owned()));
-        if let Ok(mut seen) = self.seen.lock() {
-            *seen = Some((chain, verdict));
-        }
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.real.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.real.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.real.supported_verify_schemes()
-    }
-}
-
-/// Host and port of an `https://` URL.
-pub fn host_port(url: &str) -> Result<(String, u16), TlsError> {
-    let bad = |reason: &str| TlsError::Url {
-        url: url.to_string(),
-        reason: reason.to_string(),
-    };
-    let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
-    if parsed.scheme() != "https" {
-        return Err(bad("only https:// URLs are supported"));
-    }
-    let host = match parsed.host() {
-        Some(url::Host::Domain(d)) => d.to_string(),
-        Some(url::Host::Ipv4(a)) => a.to_string(),
-        Some(url::Host::Ipv6(a)) => a.to_string(),
-        None => return Err(bad("no host")),
-    };
-    Ok((host, parsed.port_or_known_default().unwrap_or(443)))
-}
-
-/// Connects to `url`, completes a TLS handshake and reports the leaf's pin and whether the
-/// chain validates against the system roots (+ `ca_file`).
-pub async fn fetch_pin(
-    url: &str,
-    ca_file: Option<&Path>,
-    timeout: Duration,
-) -> Result<PinReport, TlsError> {
-    let (host, port) = host_port(url)?;
-    let addr = format!("{host}:{port}");
-    let server_name = ServerName::try_from(host.clone()).map_err(|e| TlsError::Url {
-        url: url.to_string(),
-        reason: e.to_string(),
-    })?;
-    let provider = provider();
-    let inspector = Arc::new(Inspector {
-        real: verify::PinningVerifier {
-            roots: Arc::new(root_store(ca_file)?),
-            pins: Vec::new(),
-            provider: provider.clone(),
-        },
-        seen: Mutex::new(None),
-    });
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .dangerous()
-        .with_custom_certificate_verifier(inspector.clone())
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let work = async {
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(|e| TlsError::Connect {
-                addr: addr.clone(),
-                message: e.to_string(),
-            })?;
-        connector
-            .connect(server_name, tcp)
-            .await
-            .map_err(|e| TlsError::Handshake {
-                addr: addr.clone(),
-                failure: classify(&e),
-            })
-    };
-    let stream = tokio::time::timeout(timeout, work)
-        .await
-        .map_err(|_| TlsError::Timeout {
-            addr: addr.clone(),
-            timeout,
-        })??;
-    drop(stream);
-    let seen = inspector.seen.lock().ok().and_then(|mut s| s.take());
-    let Some((chain, verification_error)) = seen else {
-        return Err(TlsError::NoCertificate { addr });
-    };
-    let leaf = chain
-        .first()
-        .ok_or_else(|| TlsError::NoCertificate { addr: addr.clone() })?;
-    let pin = Pin::of_cert(leaf.as_ref())?;
-    Ok(PinReport {
-        host,
-        port,
-        pin,
-        chain_len: chain.len(),
-        info: der::parse(leaf.as_ref()),
-        verification_error,
-    })
 }
 
 #[cfg(test)]
@@ -587,38 +233,6 @@ mod tests {
             let err = input.parse::<Pin>().unwrap_err().to_string();
             assert!(err.contains(needle), "{input}: {err}");
         }
-    }
-
-    #[test]
-    fn classify_walks_io_wrappers() {
-        let pin = Pin::of_spki(b"x");
-        let rustls_err = rustls::Error::InvalidCertificate(CertificateError::Other(
-            rustls::OtherError(Arc::new(PinMismatch {
-                presented: pin,
-                expected: vec![Pin::of_spki(b"y")],
-            })),
-        ));
-        let inner = std::io::Error::new(std::io::ErrorKind::InvalidData, rustls_err);
-        let outer = std::io::Error::other(inner);
-        match classify(&outer) {
-            TlsFailure::PinMismatch {
-                presented,
-                expected,
-            } => {
-                assert_eq!(presented, pin);
-                assert_eq!(expected, vec![Pin::of_spki(b"y")]);
-            }
-            other => panic!("{other:?}"),
-        }
-        let expired =
-            std::io::Error::other(rustls::Error::InvalidCertificate(CertificateError::Expired));
-        assert_eq!(classify(&expired), TlsFailure::Expired);
-        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        assert_eq!(find_tls_failure(&refused), None);
-        assert_eq!(
-            classify(&std::io::Error::from(std::io::ErrorKind::TimedOut)),
-            TlsFailure::Timeout
-        );
     }
 
     #[test]
@@ -660,18 +274,5 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, TlsError::CaFileBad { .. }), "{err:?}");
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn only_https_urls() {
-        assert!(host_port("http://misp.example").is_err());
-        assert_eq!(
-            host_port("https://misp.example").unwrap(),
-            ("misp.example".into(), 443)
-        );
-        assert_eq!(
-            host_port("https://[::1]:8443/x").unwrap(),
-            ("::1".into(), 8443)
-        );
     }
 }

@@ -53,6 +53,17 @@ pub enum Fault {
     Empty,
 }
 
+/// Which requests a fault applies to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FaultScope {
+    /// Every request until changed.
+    Always,
+    /// The next `n` requests, then back to [`Fault::Ok`].
+    Times(usize),
+    /// Only restSearch requests for this page (other requests are served normally).
+    Page(u64),
+}
+
 /// A request as the double saw it.
 #[derive(Clone, Debug)]
 pub struct Recorded {
@@ -82,6 +93,10 @@ pub struct State {
     /// `includeEventTags`.
     pub attributes: Vec<Value>,
     pub fault: Fault,
+    pub fault_scope: FaultScope,
+    /// Without `order` MISP has no ORDER BY: when set, the double then returns rows in reverse
+    /// id order, so a client that forgets `order` sees pages shift.
+    pub reverse_without_order: bool,
     pub requests: Vec<Recorded>,
     /// Files served under /feed/ (name -> bytes), no key needed.
     pub feed: BTreeMap<String, Bytes>,
@@ -152,6 +167,8 @@ impl MispServer {
             key_expired: false,
             attributes: Vec::new(),
             fault: Fault::Ok,
+            fault_scope: FaultScope::Always,
+            reverse_without_order: false,
             requests: Vec::new(),
             feed: BTreeMap::new(),
             version: "2.5.1".into(),
@@ -236,7 +253,24 @@ impl MispServer {
     }
 
     pub fn set_fault(&self, fault: Fault) {
-        self.state.lock().unwrap().fault = fault;
+        let mut s = self.state.lock().unwrap();
+        s.fault = fault;
+        s.fault_scope = FaultScope::Always;
+    }
+
+    /// A fault limited to some requests (e.g. only page 3 is truncated).
+    pub fn set_fault_scoped(&self, fault: Fault, scope: FaultScope) {
+        let mut s = self.state.lock().unwrap();
+        s.fault = fault;
+        s.fault_scope = scope;
+    }
+
+    /// Hard delete: the attribute vanishes without a trace (no deleted flag, no timestamp).
+    pub fn hard_delete(&self, uuid: &str) -> bool {
+        let mut s = self.state.lock().unwrap();
+        let before = s.attributes.len();
+        s.attributes.retain(|a| a["uuid"] != uuid);
+        s.attributes.len() != before
     }
 
     pub fn set_key(&self, key: &str) {
@@ -464,7 +498,24 @@ async fn handle(
             headers: parts.headers.clone(),
             body: body.clone(),
         });
-        (s.fault.clone(), s.key.clone(), s.key_expired)
+        let applies = match s.fault_scope {
+            FaultScope::Always => true,
+            FaultScope::Times(0) => false,
+            FaultScope::Times(n) => {
+                s.fault_scope = FaultScope::Times(n - 1);
+                true
+            }
+            FaultScope::Page(p) => {
+                let page = serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("page").and_then(as_i64))
+                    .unwrap_or(1)
+                    .max(1) as u64;
+                path == "/attributes/restSearch" && page == p
+            }
+        };
+        let fault = if applies { s.fault.clone() } else { Fault::Ok };
+        (fault, s.key.clone(), s.key_expired)
     };
     let header = |n: &str| {
         parts
@@ -678,6 +729,8 @@ fn rest_search(
         if f["order"].as_str().is_some_and(|o| o.ends_with("desc")) {
             rows.reverse();
         }
+    } else if s.reverse_without_order {
+        rows.sort_by_key(|a| std::cmp::Reverse(a.get("id").and_then(as_i64).unwrap_or(0)));
     }
     let limit = f.get("limit").and_then(as_i64).unwrap_or(0).max(0) as usize;
     let page = f.get("page").and_then(as_i64).unwrap_or(1).max(1) as usize;
