@@ -19,7 +19,10 @@ pub fn generate(repo: &Path) -> Vec<(String, Vec<u8>)> {
         ("mispctl", mispd::ctl::Cli::command()),
     ] {
         let mut buf = Vec::new();
-        clap_mangen::Man::new(cmd.clone()).section("8").render(&mut buf).expect("render man page");
+        clap_mangen::Man::new(cmd.clone())
+            .section("8")
+            .render(&mut buf)
+            .expect("render man page");
         out.push((format!("man/{name}.8"), buf));
     }
     let mut cmd = mispd::ctl::Cli::command();
@@ -32,8 +35,12 @@ pub fn generate(repo: &Path) -> Vec<(String, Vec<u8>)> {
         clap_complete::generate(shell, &mut cmd, "mispctl", &mut buf);
         out.push((format!("completions/{file}"), buf));
     }
-    let md = std::fs::read_to_string(repo.join("docs/configuration.md")).expect("docs/configuration.md");
-    out.push(("man/mispd.toml.5".into(), markdown_to_man(&md, "MISPD.TOML", "5").into_bytes()));
+    let md =
+        std::fs::read_to_string(repo.join("docs/configuration.md")).expect("docs/configuration.md");
+    out.push((
+        "man/mispd.toml.5".into(),
+        markdown_to_man(&md, "MISPD.TOML", "5").into_bytes(),
+    ));
     out
 }
 
@@ -50,12 +57,19 @@ fn main() {
 /// A small Markdown-to-roff converter for our own configuration reference: headings, tables of
 /// keys, bullet lists, code blocks, inline code and links. Not a general Markdown renderer.
 pub fn markdown_to_man(md: &str, title: &str, section: &str) -> String {
-    let mut out = format!(".TH {title} {section} \"\" \"mispd {}\" \"mispd manual\"\n", env!("CARGO_PKG_VERSION"));
+    let mut out = format!(
+        ".TH {title} {section} \"\" \"mispd {}\" \"mispd manual\"\n",
+        env!("CARGO_PKG_VERSION")
+    );
     let mut in_code = false;
     let mut first_heading = true;
     for line in md.lines() {
         if line.starts_with("```") {
-            out.push_str(if in_code { ".fi\n.RE\n" } else { ".RS 2\n.nf\n" });
+            out.push_str(if in_code {
+                ".fi\n.RE\n"
+            } else {
+                ".RS 2\n.nf\n"
+            });
             in_code = !in_code;
             continue;
         }
@@ -67,7 +81,10 @@ pub fn markdown_to_man(md: &str, title: &str, section: &str) -> String {
         if let Some(h) = line.strip_prefix("# ") {
             if first_heading {
                 first_heading = false;
-                out.push_str(&format!(".SH NAME\nmispd.toml \\- {}\n", inline(h.split(": ").last().unwrap_or(h))));
+                out.push_str(&format!(
+                    ".SH NAME\nmispd.toml \\- {}\n",
+                    inline(h.split(": ").last().unwrap_or(h))
+                ));
             } else {
                 out.push_str(&format!(".SH {}\n", inline(h).to_uppercase()));
             }
@@ -76,13 +93,25 @@ pub fn markdown_to_man(md: &str, title: &str, section: &str) -> String {
         } else if let Some(h) = line.strip_prefix("### ") {
             out.push_str(&format!(".SS {}\n", inline(h)));
         } else if line.starts_with('|') {
-            let cells: Vec<&str> = line.trim().trim_matches('|').split('|').map(str::trim).collect();
+            let cells: Vec<&str> = line
+                .trim()
+                .trim_matches('|')
+                .split('|')
+                .map(str::trim)
+                .collect();
             let header = cells.first().is_some_and(|c| *c == "key");
-            let rule = cells.iter().all(|c| c.chars().all(|ch| ch == '-' || ch == ':'));
+            let rule = cells
+                .iter()
+                .all(|c| c.chars().all(|ch| ch == '-' || ch == ':'));
             if header || rule || cells.len() < 3 {
                 continue;
             }
-            out.push_str(&format!(".TP\n{} (default: {})\n{}\n", inline(cells[0]), inline(cells[1]), inline(cells[2])));
+            out.push_str(&format!(
+                ".TP\n{} (default: {})\n{}\n",
+                inline(cells[0]),
+                inline(cells[1]),
+                inline(cells[2])
+            ));
         } else if let Some(item) = line.strip_prefix("- ") {
             out.push_str(&format!(".IP \\(bu 2\n{}\n", inline(item)));
         } else if line.starts_with("  ") && !line.trim().is_empty() {

@@ -216,7 +216,10 @@ impl SourceSettings {
             .iter()
             .map(|p| p.parse::<crate::tls::Pin>().map_err(|e| e.to_string()))
             .collect::<Result<_, _>>()?;
-        Ok(crate::tls::TlsSettings { pins, ca_file: self.ca_file.clone() })
+        Ok(crate::tls::TlsSettings {
+            pins,
+            ca_file: self.ca_file.clone(),
+        })
     }
 
     /// Host name of the source URL, for protecting the MISP server from being published.
@@ -305,7 +308,10 @@ impl Config {
             {
                 return Err((
                     key("name"),
-                    format!("`{}` must be non-empty letters, digits, `-`, `_` or `.`", s.name),
+                    format!(
+                        "`{}` must be non-empty letters, digits, `-`, `_` or `.`",
+                        s.name
+                    ),
                 ));
             }
             if !names.insert(s.name.as_str()) {
@@ -326,13 +332,16 @@ impl Config {
                         None => {
                             return Err((
                                 key("api-key"),
-                                "missing: name the credential that holds this server's API key".into(),
+                                "missing: name the credential that holds this server's API key"
+                                    .into(),
                             ))
                         }
                         Some(n) if !crate::credentials::valid_name(n) => {
                             return Err((
                                 key("api-key"),
-                                format!("`{n}` is not a credential name (a plain file name, no `/`)"),
+                                format!(
+                                    "`{n}` is not a credential name (a plain file name, no `/`)"
+                                ),
                             ))
                         }
                         Some(_) => {}
@@ -342,7 +351,10 @@ impl Config {
                     if s.feed_dir().is_none() && !s.url.starts_with("https://") {
                         return Err((
                             key("url"),
-                            format!("`{}`: feeds are read over https:// or from a local directory", s.url),
+                            format!(
+                                "`{}`: feeds are read over https:// or from a local directory",
+                                s.url
+                            ),
                         ));
                     }
                     if s.api_key.is_some() {
@@ -351,30 +363,39 @@ impl Config {
                 }
             }
             if s.url.starts_with("https://") {
-                let u = url::Url::parse(&s.url).map_err(|e| (key("url"), format!("`{}`: {e}", s.url)))?;
+                let u = url::Url::parse(&s.url)
+                    .map_err(|e| (key("url"), format!("`{}`: {e}", s.url)))?;
                 if u.host_str().is_none() {
                     return Err((key("url"), format!("`{}` has no host", s.url)));
                 }
                 if !u.username().is_empty() || u.password().is_some() {
                     return Err((
                         key("url"),
-                        "credentials in the URL are refused: use `api-key` and a credential file".into(),
+                        "credentials in the URL are refused: use `api-key` and a credential file"
+                            .into(),
                     ));
                 }
             }
             for p in &s.pins {
-                p.parse::<crate::tls::Pin>().map_err(|e| (key("pins"), e.to_string()))?;
+                p.parse::<crate::tls::Pin>()
+                    .map_err(|e| (key("pins"), e.to_string()))?;
             }
             if let Some(ca) = &s.ca_file {
                 if !ca.is_file() {
-                    return Err((key("ca-file"), format!("{} is not a readable file", ca.display())));
+                    return Err((
+                        key("ca-file"),
+                        format!("{} is not a readable file", ca.display()),
+                    ));
                 }
             }
             if s.interval.0 < Duration::from_secs(1) {
                 return Err((key("interval"), "must be at least 1s".into()));
             }
             if s.full_resync.0 < s.interval.0 {
-                return Err((key("full-resync"), "must not be shorter than `interval`".into()));
+                return Err((
+                    key("full-resync"),
+                    "must not be shorter than `interval`".into(),
+                ));
             }
             if s.timeout.0 < Duration::from_secs(1) {
                 return Err((key("timeout"), "must be at least 1s".into()));
@@ -393,13 +414,19 @@ impl Config {
 /// The dotted key of the first string value that looks like a MISP API key, if any.
 fn find_key_like_string(v: &toml::Value, at: &str) -> Option<String> {
     match v {
-        toml::Value::String(s) => crate::credentials::looks_like_api_key(s.trim()).then(|| at.to_string()),
+        toml::Value::String(s) => {
+            crate::credentials::looks_like_api_key(s.trim()).then(|| at.to_string())
+        }
         toml::Value::Array(a) => a
             .iter()
             .enumerate()
             .find_map(|(i, x)| find_key_like_string(x, &format!("{at}[{i}]"))),
         toml::Value::Table(t) => t.iter().find_map(|(k, x)| {
-            let sub = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+            let sub = if at.is_empty() {
+                k.clone()
+            } else {
+                format!("{at}.{k}")
+            };
             find_key_like_string(x, &sub)
         }),
         _ => None,
@@ -446,15 +473,22 @@ pins = ["sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]
 
     #[test]
     fn unknown_key_is_named_with_the_file() {
-        let err = load(&format!("{MINIMAL}intervall = \"5m\"\n")).unwrap_err().to_string();
+        let err = load(&format!("{MINIMAL}intervall = \"5m\"\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("intervall"), "{err}");
         assert!(err.contains("mispd.toml"), "{err}");
     }
 
     #[test]
     fn http_misp_source_is_refused() {
-        let err = load(&MINIMAL.replace("https://", "http://")).unwrap_err().to_string();
-        assert!(err.contains("source[0].url") && err.contains("https"), "{err}");
+        let err = load(&MINIMAL.replace("https://", "http://"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("source[0].url") && err.contains("https"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -466,20 +500,29 @@ pins = ["sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]
         let err = load(&text).unwrap_err().to_string();
         assert!(err.contains("source[0].api-key"), "{err}");
         assert!(err.contains("credential"), "{err}");
-        assert!(!err.contains("abcdefghijABCDEFGHIJ"), "the key must not be echoed: {err}");
+        assert!(
+            !err.contains("abcdefghijABCDEFGHIJ"),
+            "the key must not be echoed: {err}"
+        );
     }
 
     #[test]
     fn bad_duration_and_pin_name_the_key() {
-        let err = load(&format!("{MINIMAL}interval = \"5\"\n")).unwrap_err().to_string();
+        let err = load(&format!("{MINIMAL}interval = \"5\"\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("interval") && err.contains("unit"), "{err}");
-        let err = load(&MINIMAL.replace("sha256//AAAA", "sha1//AAAA")).unwrap_err().to_string();
+        let err = load(&MINIMAL.replace("sha256//AAAA", "sha1//AAAA"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("source[0].pins"), "{err}");
     }
 
     #[test]
     fn duplicate_names_refused() {
-        let err = load(&format!("{MINIMAL}{MINIMAL}")).unwrap_err().to_string();
+        let err = load(&format!("{MINIMAL}{MINIMAL}"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("source[1].name"), "{err}");
     }
 

@@ -56,7 +56,7 @@ pub fn looks_like_api_key(s: &str) -> bool {
 pub enum CredentialError {
     #[error("invalid credential name {name:?}: use a plain file name (letters, digits, `.`, `-`, `_`), no `/`")]
     BadName { name: String },
-    #[error("credential {} does not exist; create it (`install -m 600 -o root /dev/null {}` then write the key) or fix `credential`", path.display(), path.display())]
+    #[error("credential {} does not exist; create it (`install -m 600 -o root /dev/null {}` then write the key) or fix the source's `api-key` (the credential name)", path.display(), path.display())]
     Missing { path: PathBuf },
     #[error("credential {} is a symbolic link; mispd refuses links: replace it with the file itself", path.display())]
     Symlink { path: PathBuf },

@@ -16,7 +16,12 @@ use std::time::Duration;
 #[command(name = "mispctl", version, about, long_about = None)]
 pub struct Cli {
     /// The daemon's query socket.
-    #[arg(long, global = true, default_value = "/run/mispd/query.sock", env = "MISPCTL_SOCKET")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "/run/mispd/query.sock",
+        env = "MISPCTL_SOCKET"
+    )]
     pub socket: PathBuf,
     /// Print the daemon's JSON instead of human-readable text.
     #[arg(long, global = true)]
@@ -46,9 +51,7 @@ pub enum Command {
     },
     /// Look values up (IPs, domains, URLs, hashes, emails...). With no value, or `-`, reads one
     /// value per line from standard input. Exits 0 if any value is listed, 1 if none is.
-    Lookup {
-        values: Vec<String>,
-    },
+    Lookup { values: Vec<String> },
     /// Show the daemon's status: generation, indicator counts, each source's state.
     Status,
     /// List quarantined values with their source and reason.
@@ -59,22 +62,25 @@ pub enum Command {
         limit: usize,
     },
     /// Apply a change a mass-change breaker is holding for SOURCE (root or the daemon's user).
-    Release {
-        source: String,
-    },
+    Release { source: String },
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
     #[error("{0}")]
     Message(String),
-    #[error("cannot talk to mispd at {socket}: {reason} (is the daemon running? is --socket right?)")]
+    #[error(
+        "cannot talk to mispd at {socket}: {reason} (is the daemon running? is --socket right?)"
+    )]
     Socket { socket: String, reason: String },
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mispctl: {e}");
@@ -90,7 +96,12 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn request(cli: &Cli, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value), CtlError> {
+async fn request(
+    cli: &Cli,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<(u16, Value), CtlError> {
     let res = match (method, body) {
         ("POST", b) => client::post(&cli.socket, path, &b.cloned().unwrap_or(Value::Null)).await,
         _ => client::get(&cli.socket, path).await,
@@ -99,8 +110,9 @@ async fn request(cli: &Cli, method: &str, path: &str, body: Option<&Value>) -> R
         socket: cli.socket.display().to_string(),
         reason: e.to_string(),
     })?;
-    let v: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| CtlError::Message(format!("the daemon sent something that is not JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        CtlError::Message(format!("the daemon sent something that is not JSON: {e}"))
+    })?;
     if status >= 400 {
         let msg = v["error"].as_str().unwrap_or("request failed");
         return Err(CtlError::Message(format!("{msg} (HTTP {status})")));
@@ -113,7 +125,12 @@ async fn run(cli: Cli) -> Result<ExitCode, CtlError> {
     match &cli.command {
         Command::CheckConfig { file } => match Config::load(file) {
             Ok(c) => {
-                let _ = writeln!(out, "ok: {} ({} source(s))", file.display(), c.sources.len());
+                let _ = writeln!(
+                    out,
+                    "ok: {} ({} source(s))",
+                    file.display(),
+                    c.sources.len()
+                );
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
@@ -121,10 +138,15 @@ async fn run(cli: Cli) -> Result<ExitCode, CtlError> {
                 Ok(ExitCode::from(1))
             }
         },
-        Command::Pin { url, ca_file, timeout } => {
-            let report = crate::tls::fetch_pin(url, ca_file.as_deref(), Duration::from_secs(*timeout))
-                .await
-                .map_err(|e| CtlError::Message(e.to_string()))?;
+        Command::Pin {
+            url,
+            ca_file,
+            timeout,
+        } => {
+            let report =
+                crate::tls::fetch_pin(url, ca_file.as_deref(), Duration::from_secs(*timeout))
+                    .await
+                    .map_err(|e| CtlError::Message(e.to_string()))?;
             let _ = writeln!(out, "{report}");
             Ok(ExitCode::SUCCESS)
         }
@@ -142,7 +164,13 @@ async fn run(cli: Cli) -> Result<ExitCode, CtlError> {
             };
             let mut any = false;
             for chunk in values.chunks(1000) {
-                let (_, v) = request(&cli, "POST", "/v1/lookup", Some(&serde_json::json!({ "values": chunk }))).await?;
+                let (_, v) = request(
+                    &cli,
+                    "POST",
+                    "/v1/lookup",
+                    Some(&serde_json::json!({ "values": chunk })),
+                )
+                .await?;
                 for r in v["results"].as_array().into_iter().flatten() {
                     any |= r["listed"].as_bool().unwrap_or(false);
                     if cli.json {
@@ -152,7 +180,11 @@ async fn run(cli: Cli) -> Result<ExitCode, CtlError> {
                     }
                 }
             }
-            Ok(if any { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if any {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Status => {
             let (_, v) = request(&cli, "GET", "/v1/status", None).await?;
@@ -175,13 +207,19 @@ async fn run(cli: Cli) -> Result<ExitCode, CtlError> {
                         s["indicators"],
                         s["quarantined"],
                         s["last-success"].as_str().unwrap_or("never"),
-                        s["last-error"].as_str().map(|e| format!("\n    last error: {e}")).unwrap_or_default()
+                        s["last-error"]
+                            .as_str()
+                            .map(|e| format!("\n    last error: {e}"))
+                            .unwrap_or_default()
                     );
                     if let Some(h) = s["held"].as_object() {
                         let _ = writeln!(
                             out,
                             "    HELD: +{} -{} of {} ({}); release with `mispctl release {}`",
-                            h["added"], h["removed"], h["current"], h["reason"].as_str().unwrap_or(""),
+                            h["added"],
+                            h["removed"],
+                            h["current"],
+                            h["reason"].as_str().unwrap_or(""),
                             s["name"].as_str().unwrap_or("?")
                         );
                     }
@@ -198,7 +236,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CtlError> {
             if cli.json {
                 let _ = writeln!(out, "{v}");
             } else {
-                let items = v["quarantine"].as_array().cloned().unwrap_or_default();
+                let items = v["items"].as_array().cloned().unwrap_or_default();
                 for q in &items {
                     let _ = writeln!(
                         out,
@@ -218,8 +256,21 @@ async fn run(cli: Cli) -> Result<ExitCode, CtlError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Release { source } => {
-            let (_, v) = request(&cli, "POST", &format!("/v1/release/{}", url_escape(source)), None).await?;
-            let _ = writeln!(out, "{}", v["result"].as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+            let (_, v) = request(
+                &cli,
+                "POST",
+                &format!("/v1/release/{}", url_escape(source)),
+                None,
+            )
+            .await?;
+            let _ = writeln!(
+                out,
+                "{}",
+                v["message"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

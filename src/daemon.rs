@@ -44,8 +44,12 @@ pub fn restore(config: &Config) -> Option<snapshot::Restored> {
         }
         Err(e) => {
             match snapshot::quarantine_file(dir, now_epoch()) {
-                Ok(to) => tracing::error!(error = %e, moved_to = %to.display(), "damaged snapshot moved aside; starting empty and syncing"),
-                Err(m) => tracing::error!(error = %e, move_error = %m, "damaged snapshot could not be moved aside; starting empty"),
+                Ok(to) => {
+                    tracing::error!(error = %e, moved_to = %to.display(), "damaged snapshot moved aside; starting empty and syncing")
+                }
+                Err(m) => {
+                    tracing::error!(error = %e, move_error = %m, "damaged snapshot could not be moved aside; starting empty")
+                }
             }
             None
         }
@@ -56,7 +60,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     let restored = restore(&config);
     if let Some(r) = &restored {
         let n: usize = r.sources.values().map(|s| s.indicators.len()).sum();
-        tracing::info!(indicators = n, "snapshot loaded: serving the last known-good set before any sync");
+        tracing::info!(
+            indicators = n,
+            "snapshot loaded: serving the last known-good set before any sync"
+        );
     }
     let (admin_tx, admin_rx) = mpsc::channel(8);
     let shared = Shared::new(View::default(), admin_tx);
@@ -72,7 +79,12 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
         None => query::bind(&query_settings).map_err(|e| DaemonError::Socket(e.to_string()))?,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(query::serve(listener, shared.clone(), query_settings.clone(), stop_rx));
+    let server = tokio::spawn(query::serve(
+        listener,
+        shared.clone(),
+        query_settings.clone(),
+        stop_rx,
+    ));
     tracing::info!(socket = %query_settings.socket.display(), "query service listening");
     notify::ready(&supervisor.status_line());
 

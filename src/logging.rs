@@ -30,13 +30,19 @@ pub fn init() {
     let registry = tracing_subscriber::registry().with(filter);
     if stderr_is_journal() {
         if let Ok(layer) = tracing_journald::layer() {
-            let layer = layer.with_field_prefix(None).with_syslog_identifier("mispd".into());
+            let layer = layer
+                .with_field_prefix(None)
+                .with_syslog_identifier("mispd".into());
             registry.with(layer).init();
             return;
         }
     }
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     registry
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(ansi),
+        )
         .init();
 }

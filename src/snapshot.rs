@@ -21,7 +21,10 @@ const VERSION: u32 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not a mispd snapshot of a version this build reads ({detail})")]
     Format { path: PathBuf, detail: String },
     #[error("{path}: checksum mismatch (the file is damaged)")]
@@ -63,7 +66,18 @@ pub struct RestoredSource {
 
 /// One indicator: value, kind, then indexes into the string table for event uuid (or u32::MAX),
 /// attribute uuid, MISP type, category, tag set, then timestamp, to_ids and notes.
-type Row = (Box<str>, Kind, u32, u32, u32, u32, u32, i64, bool, Vec<Box<str>>);
+type Row = (
+    Box<str>,
+    Kind,
+    u32,
+    u32,
+    u32,
+    u32,
+    u32,
+    i64,
+    bool,
+    Vec<Box<str>>,
+);
 
 #[derive(Serialize, Deserialize)]
 struct Body {
@@ -143,7 +157,10 @@ pub fn write(dir: &Path, snap: &Snapshot) -> Result<(), SnapshotError> {
                 name: s.name.clone(),
                 indicators: s.indicators.iter().map(|i| interner.row(i)).collect(),
                 quarantine: s.quarantine.clone(),
-                held: s.held.as_ref().map(|h| h.iter().map(|i| interner.row(i)).collect()),
+                held: s
+                    .held
+                    .as_ref()
+                    .map(|h| h.iter().map(|i| interner.row(i)).collect()),
                 held_change: s.held_change.clone(),
                 last_success: s.last_success,
             }
@@ -171,7 +188,9 @@ pub fn write(dir: &Path, snap: &Snapshot) -> Result<(), SnapshotError> {
         f.sync_all().map_err(io(&tmp))?;
     }
     std::fs::rename(&tmp, &path).map_err(io(&path))?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
     Ok(())
 }
 
@@ -184,8 +203,14 @@ pub fn load(dir: &Path) -> Result<Option<Restored>, SnapshotError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(SnapshotError::Io { path, source }),
     };
-    let format = |detail: &str| SnapshotError::Format { path: path.clone(), detail: detail.to_string() };
-    let nl = data.iter().position(|&b| b == b'\n').ok_or_else(|| format("no header line"))?;
+    let format = |detail: &str| SnapshotError::Format {
+        path: path.clone(),
+        detail: detail.to_string(),
+    };
+    let nl = data
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| format("no header line"))?;
     let header = std::str::from_utf8(&data[..nl]).map_err(|_| format("header is not text"))?;
     let parts: Vec<&str> = header.split(' ').collect();
     let [magic, version, digest, len] = parts[..] else {
@@ -195,7 +220,9 @@ pub fn load(dir: &Path) -> Result<Option<Restored>, SnapshotError> {
         return Err(format("wrong magic"));
     }
     if version != VERSION.to_string() {
-        return Err(format(&format!("version {version}, this build reads {VERSION}")));
+        return Err(format(&format!(
+            "version {version}, this build reads {VERSION}"
+        )));
     }
     let body = &data[nl + 1..];
     if len.parse::<usize>().ok() != Some(body.len()) || hex(&Sha256::digest(body)) != digest {
@@ -207,34 +234,56 @@ pub fn load(dir: &Path) -> Result<Option<Restored>, SnapshotError> {
 
 fn decode(body: Body) -> Result<Restored, String> {
     let strings = body.strings;
-    let get = |i: u32| strings.get(i as usize).cloned().ok_or_else(|| format!("string index {i} out of range"));
+    let get = |i: u32| {
+        strings
+            .get(i as usize)
+            .cloned()
+            .ok_or_else(|| format!("string index {i} out of range"))
+    };
     let tag_sets: Vec<Arc<[Arc<str>]>> = body
         .tag_sets
         .iter()
-        .map(|set| set.iter().map(|&i| get(i)).collect::<Result<Vec<_>, _>>().map(Arc::from))
+        .map(|set| {
+            set.iter()
+                .map(|&i| get(i))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Arc::from)
+        })
         .collect::<Result<_, _>>()?;
-    let mut out = Restored { generation: body.generation, sources: HashMap::new() };
+    let mut out = Restored {
+        generation: body.generation,
+        sources: HashMap::new(),
+    };
     for s in body.sources {
         let source: Arc<str> = Arc::from(s.name.as_str());
         let rows = |rows: Vec<Row>| -> Result<Vec<Indicator>, String> {
             rows.into_iter()
-                .map(|(value, kind, event, attr, ty, cat, tags, timestamp, to_ids, notes)| {
-                    Ok(Indicator {
-                        value,
-                        kind,
-                        provenance: Provenance {
-                            source: source.clone(),
-                            event_uuid: if event == u32::MAX { None } else { Some(get(event)?) },
-                            attribute_uuid: get(attr)?,
-                            misp_type: get(ty)?,
-                            category: get(cat)?,
-                            tags: tag_sets.get(tags as usize).cloned().ok_or("tag set out of range")?,
-                            timestamp,
-                            to_ids,
-                        },
-                        notes,
-                    })
-                })
+                .map(
+                    |(value, kind, event, attr, ty, cat, tags, timestamp, to_ids, notes)| {
+                        Ok(Indicator {
+                            value,
+                            kind,
+                            provenance: Provenance {
+                                source: source.clone(),
+                                event_uuid: if event == u32::MAX {
+                                    None
+                                } else {
+                                    Some(get(event)?)
+                                },
+                                attribute_uuid: get(attr)?,
+                                misp_type: get(ty)?,
+                                category: get(cat)?,
+                                tags: tag_sets
+                                    .get(tags as usize)
+                                    .cloned()
+                                    .ok_or("tag set out of range")?,
+                                timestamp,
+                                to_ids,
+                            },
+                            notes,
+                        })
+                    },
+                )
                 .collect()
         };
         let restored = RestoredSource {
@@ -322,7 +371,10 @@ mod tests {
         let n = data.len();
         data[n - 5] ^= 0x20;
         std::fs::write(&p, &data).unwrap();
-        assert!(matches!(load(dir.path()), Err(SnapshotError::Checksum { .. })));
+        assert!(matches!(
+            load(dir.path()),
+            Err(SnapshotError::Checksum { .. })
+        ));
         let moved = quarantine_file(dir.path(), 42).unwrap();
         assert!(moved.ends_with("snapshot.corrupt-42"));
         assert!(load(dir.path()).unwrap().is_none());
@@ -337,6 +389,9 @@ mod tests {
         std::fs::write(&p, &data[..data.len() / 2]).unwrap();
         assert!(load(dir.path()).is_err());
         std::fs::write(&p, b"hello\n{}").unwrap();
-        assert!(matches!(load(dir.path()), Err(SnapshotError::Format { .. })));
+        assert!(matches!(
+            load(dir.path()),
+            Err(SnapshotError::Format { .. })
+        ));
     }
 }

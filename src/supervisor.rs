@@ -4,9 +4,11 @@
 
 use crate::config::{Config, SourceKind, SourceSettings, Trust};
 use crate::credentials::{ApiKey, CredentialError};
-use crate::misp::client::{shared_key, SharedKey};
 use crate::index::Index;
-use crate::model::{now_epoch, rfc3339, HeldChange, Indicator, Kind, Rejection, SourceState, SourceStatus};
+use crate::misp::client::{shared_key, SharedKey};
+use crate::model::{
+    now_epoch, rfc3339, HeldChange, Indicator, Kind, Rejection, SourceState, SourceStatus,
+};
 use crate::state::{AdminCommand, Shared, View, WarninglistOracle};
 use crate::sync::worker::{fetcher_for, Worker, WorkerEvent, WorkerHandle, WorkerState};
 use crate::validate::{breaker, Protected, Validator};
@@ -197,14 +199,23 @@ impl Supervisor {
                 }
                 self.publish_view();
             }
-            WorkerEvent::Failed { source, error, auth, retry_in } => {
-                let Some(slot) = self.slot_mut(&source) else { return };
+            WorkerEvent::Failed {
+                source,
+                error,
+                auth,
+                retry_in,
+            } => {
+                let Some(slot) = self.slot_mut(&source) else {
+                    return;
+                };
                 tracing::warn!(source = %source, error = %error, retry_in_secs = retry_in.as_secs(), "sync failed; still serving the last good data");
                 slot.status.last_error = Some(error);
                 if slot.status.state != SourceState::Held {
                     slot.status.state = if auth {
                         SourceState::AuthFailed
-                    } else if slot.status.last_success_epoch.is_some() && !is_stale(slot, now_epoch()) {
+                    } else if slot.status.last_success_epoch.is_some()
+                        && !is_stale(slot, now_epoch())
+                    {
                         SourceState::Degraded
                     } else {
                         SourceState::Failing
@@ -212,8 +223,19 @@ impl Supervisor {
                 }
                 self.publish_view();
             }
-            WorkerEvent::Synced { source, indicators, rejected, attributes, skipped, key_expires, took, fetched } => {
-                let Some(i) = self.slots.iter().position(|s| *s.name == *source) else { return };
+            WorkerEvent::Synced {
+                source,
+                indicators,
+                rejected,
+                attributes,
+                skipped,
+                key_expires,
+                took,
+                fetched,
+            } => {
+                let Some(i) = self.slots.iter().position(|s| *s.name == *source) else {
+                    return;
+                };
                 log_rejections(&source, &rejected);
                 let limits = self.config.validation.breaker_limits();
                 let slot = &mut self.slots[i];
@@ -228,7 +250,8 @@ impl Supervisor {
                 };
                 let now = now_epoch();
                 slot.quarantine = rejected;
-                slot.quarantine.truncate(self.config.daemon.quarantine_limit);
+                slot.quarantine
+                    .truncate(self.config.daemon.quarantine_limit);
                 slot.status.quarantined = slot.quarantine.len();
                 if fetched {
                     slot.status.last_success_epoch = Some(now);
@@ -255,7 +278,13 @@ impl Supervisor {
                     breaker::BreakerVerdict::Hold { reason } => {
                         tracing::error!(source = %source, added, removed, current, reason = %reason, "mass change held: still serving the last known-good set; release with `mispctl release {source}`");
                         slot.held = Some(indicators);
-                        slot.status.held = Some(HeldChange { added, removed, current, reason, since: now });
+                        slot.status.held = Some(HeldChange {
+                            added,
+                            removed,
+                            current,
+                            reason,
+                            since: now,
+                        });
                         slot.status.state = SourceState::Held;
                         self.publish_view();
                         self.write_snapshot().await;
@@ -278,7 +307,9 @@ impl Supervisor {
                             slot.status.indicators = slot.published.len();
                             slot.status.state = SourceState::Ok;
                             let msg = match h {
-                                Some(h) => format!("released `{source}`: +{} -{}", h.added, h.removed),
+                                Some(h) => {
+                                    format!("released `{source}`: +{} -{}", h.added, h.removed)
+                                }
                                 None => format!("released `{source}`"),
                             };
                             tracing::warn!(source = %source, "held change released by an operator");
@@ -301,7 +332,9 @@ impl Supervisor {
         notify::reloading();
         tracing::info!(path = %self.config_path.display(), "reloading configuration");
         match Config::load(&self.config_path) {
-            Err(e) => tracing::error!(error = %e, "new configuration rejected; the running one stays"),
+            Err(e) => {
+                tracing::error!(error = %e, "new configuration rejected; the running one stays")
+            }
             Ok(new) => self.apply_config(new).await,
         }
         notify::ready(&self.status_line());
@@ -309,8 +342,10 @@ impl Supervisor {
 
     async fn apply_config(&mut self, new: Config) {
         self.validator.store(Arc::new(build_validator(&new)));
-        let mut old: HashMap<String, SourceSlot> =
-            std::mem::take(&mut self.slots).into_iter().map(|s| (s.name.to_string(), s)).collect();
+        let mut old: HashMap<String, SourceSlot> = std::mem::take(&mut self.slots)
+            .into_iter()
+            .map(|s| (s.name.to_string(), s))
+            .collect();
         self.config = new;
         for settings in self.config.sources.clone() {
             match old.remove(&settings.name) {
@@ -320,7 +355,9 @@ impl Supervisor {
                     if let Some(key) = &slot.key {
                         match load_key(&self.config, &slot.settings) {
                             Ok(k) => key.store(Arc::new(k)),
-                            Err(e) => tracing::error!(source = %slot.name, error = %e, "credential refused on reload; the key already loaded stays in use"),
+                            Err(e) => {
+                                tracing::error!(source = %slot.name, error = %e, "credential refused on reload; the key already loaded stays in use")
+                            }
                         }
                     }
                     self.slots.push(slot);
@@ -328,7 +365,8 @@ impl Supervisor {
                 Some(mut slot) => {
                     let state = stop(slot.worker.take()).await;
                     // Keep the store when the source still talks to the same place.
-                    let same_place = slot.settings.url == settings.url && slot.settings.kind == settings.kind;
+                    let same_place =
+                        slot.settings.url == settings.url && slot.settings.kind == settings.kind;
                     slot.status.kind = settings.kind.as_str().to_string();
                     slot.settings = settings;
                     slot.key = None;
@@ -336,7 +374,14 @@ impl Supervisor {
                         slot.status.state = SourceState::Starting;
                     }
                     self.slots.push(slot);
-                    self.start_worker(self.slots.len() - 1, if same_place { state } else { WorkerState::default() });
+                    self.start_worker(
+                        self.slots.len() - 1,
+                        if same_place {
+                            state
+                        } else {
+                            WorkerState::default()
+                        },
+                    );
                 }
                 None => {
                     self.slots.push(new_slot(settings));
@@ -359,15 +404,20 @@ impl Supervisor {
 
     /// Build a new index generation from every source's published set and publish it.
     async fn rebuild(&mut self) {
-        let sets: Vec<(Trust, Arc<Vec<Indicator>>)> =
-            self.slots.iter().map(|s| (s.settings.trust, s.published.clone())).collect();
+        let sets: Vec<(Trust, Arc<Vec<Indicator>>)> = self
+            .slots
+            .iter()
+            .map(|s| (s.settings.trust, s.published.clone()))
+            .collect();
         let built = tokio::task::spawn_blocking(move || Index::build(merge(&sets))).await;
         match built {
             Ok(index) => {
                 self.index = Arc::new(index);
                 self.generation += 1;
             }
-            Err(e) => tracing::error!(error = %e, "index build failed; the previous generation stays"),
+            Err(e) => {
+                tracing::error!(error = %e, "index build failed; the previous generation stays")
+            }
         }
         self.publish_view();
     }
@@ -389,13 +439,20 @@ impl Supervisor {
     }
 
     pub fn status_line(&self) -> String {
-        let states: Vec<String> =
-            self.slots.iter().map(|s| format!("{} {}", s.name, s.status.state.as_str())).collect();
+        let states: Vec<String> = self
+            .slots
+            .iter()
+            .map(|s| format!("{} {}", s.name, s.status.state.as_str()))
+            .collect();
         format!(
             "serving {} indicators (generation {}); {}",
             self.index.len(),
             self.generation,
-            if states.is_empty() { "no sources configured".to_string() } else { states.join(", ") }
+            if states.is_empty() {
+                "no sources configured".to_string()
+            } else {
+                states.join(", ")
+            }
         )
     }
 
@@ -428,7 +485,10 @@ impl Supervisor {
             return false;
         }
         let probe = crate::query::client::get(&self.config.query.socket, "/v1/health");
-        matches!(tokio::time::timeout(Duration::from_secs(2), probe).await, Ok(Ok((200, _))))
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), probe).await,
+            Ok(Ok((200, _)))
+        )
     }
 
     async fn write_snapshot(&self) {
@@ -469,7 +529,9 @@ async fn stop(worker: Option<WorkerHandle>) -> WorkerState {
 fn load_key(config: &Config, source: &SourceSettings) -> Result<ApiKey, CredentialError> {
     crate::credentials::load(
         source.api_key.as_deref().unwrap_or_default(),
-        std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from).as_deref(),
+        std::env::var_os("CREDENTIALS_DIRECTORY")
+            .map(PathBuf::from)
+            .as_deref(),
         &config.daemon.credentials_dir,
         source.allow_nonstandard_key,
     )
@@ -567,7 +629,11 @@ fn log_rejections(source: &str, rejected: &[Rejection]) {
         .map(|r| format!("{} ({}: {})", r.value, r.reason.code, r.reason.detail))
         .collect();
     tracing::warn!(source = %source, quarantined = rejected.len(), reasons = %counts.join(" "), samples = %samples.join("; "), "values quarantined");
-    for r in rejected.iter().filter(|r| &*r.reason.code == "protected").take(REJECTION_SAMPLES) {
+    for r in rejected
+        .iter()
+        .filter(|r| &*r.reason.code == "protected")
+        .take(REJECTION_SAMPLES)
+    {
         tracing::error!(source = %source, value = %r.value, detail = %r.reason.detail, attribute = %r.attribute_uuid,
             "source lists this host's own infrastructure: it may be compromised or poisoned");
     }

@@ -47,7 +47,9 @@ fn feed_is_synced_validated_served_and_survives_restart_without_the_feed() {
     assert!(ready.is_some(), "no READY=1\n{}", d.log_text());
     assert!(d.socket.exists(), "READY=1 before the socket was bound");
 
-    let st = d.wait_status(Duration::from_secs(60), |s| source(s, "infoblox")["state"] == "ok");
+    let st = d.wait_status(Duration::from_secs(60), |s| {
+        source(s, "infoblox")["state"] == "ok"
+    });
     let n = source(&st, "infoblox")["indicators"].as_u64().unwrap();
     assert!(n > 1000, "expected the feed's indicators, got {n}: {st}");
     assert!(st["generation"].as_u64().unwrap() >= 1);
@@ -69,9 +71,13 @@ fn feed_is_synced_validated_served_and_survives_restart_without_the_feed() {
     assert_eq!(v["matches"][0]["match"], "subdomain");
     let (_, v) = d.get("/v1/lookup?value=62.171.178.147");
     assert_eq!(v["listed"], true, "{v}");
-    let (_, v) = d.get("/v1/lookup?value=4996180B2FA1045AAB5D36F46983E91DADEEBFD4F765D69FA50EBA4EDF310ACF");
+    let (_, v) =
+        d.get("/v1/lookup?value=4996180B2FA1045AAB5D36F46983E91DADEEBFD4F765D69FA50EBA4EDF310ACF");
     assert_eq!(v["listed"], true, "hash lookups are case-insensitive: {v}");
-    assert!(v["matches"][0]["sources"].as_array().unwrap().len() >= 2, "one hash, two events: {v}");
+    assert!(
+        v["matches"][0]["sources"].as_array().unwrap().len() >= 2,
+        "one hash, two events: {v}"
+    );
 
     // Benign values are not listed.
     for benign in ["google.com", "8.8.8.8", "example.net"] {
@@ -81,7 +87,16 @@ fn feed_is_synced_validated_served_and_survives_restart_without_the_feed() {
 
     // Batch lookups through mispctl, human and JSON.
     let sock = d.socket.to_str().unwrap().to_string();
-    let (code, out, err) = ctl(&["--socket", &sock, "lookup", "wordpress.agrupem.com", "google.com"], None);
+    let (code, out, err) = ctl(
+        &[
+            "--socket",
+            &sock,
+            "lookup",
+            "wordpress.agrupem.com",
+            "google.com",
+        ],
+        None,
+    );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("wordpress.agrupem.com\tLISTED"), "{out}");
     assert!(out.contains("google.com\tnot listed"), "{out}");
@@ -91,9 +106,14 @@ fn feed_is_synced_validated_served_and_survives_restart_without_the_feed() {
     // The quarantine says what was held back and why.
     let (code, q) = d.get("/v1/quarantine?limit=1000");
     assert_eq!(code, 200);
-    let items = q["quarantine"].as_array().unwrap();
-    assert!(!items.is_empty(), "the real feed has values validation must refuse: {q}");
-    assert!(items.iter().all(|i| i["reason"]["code"].is_string() && i["source"] == "infoblox"));
+    let items = q["items"].as_array().unwrap();
+    assert!(
+        !items.is_empty(),
+        "the real feed has values validation must refuse: {q}"
+    );
+    assert!(items
+        .iter()
+        .all(|i| i["reason"]["code"].is_string() && i["source"] == "infoblox"));
 
     let (status, log, notes) = d.stop();
     assert!(status.success(), "exit status {status:?}\n{log}");
@@ -103,9 +123,17 @@ fn feed_is_synced_validated_served_and_survives_restart_without_the_feed() {
     // Restart with the feed gone: the last good set is served at once, from the snapshot.
     std::fs::remove_dir_all(&feed).unwrap();
     let mut d = harness::start_with(tmp.path(), &tmp.path().join("mispd.toml"), &[]);
-    assert!(d.wait_notify(Duration::from_secs(30), |n| n.contains("READY=1")).is_some(), "{}", d.log_text());
+    assert!(
+        d.wait_notify(Duration::from_secs(30), |n| n.contains("READY=1"))
+            .is_some(),
+        "{}",
+        d.log_text()
+    );
     let (_, v) = d.get("/v1/lookup?value=wordpress.agrupem.com");
-    assert_eq!(v["listed"], true, "served from the snapshot before any sync: {v}");
+    assert_eq!(
+        v["listed"], true,
+        "served from the snapshot before any sync: {v}"
+    );
     // The sync fails (feed missing) and nothing served changes.
     let st = d.wait_status(Duration::from_secs(30), |s| {
         let st = &source(s, "infoblox")["state"];

@@ -41,7 +41,12 @@ pub fn choose_mode(cursor: &Cursor, now: i64, full_every: i64) -> Mode {
 /// The body of one `POST /attributes/restSearch` page. Filters that MISP evaluates on state that
 /// does not bump attribute timestamps (to_ids flips, tags, types rewritten on delete) are applied
 /// by mispd on its own store instead, so an incremental sync cannot miss a change of them.
-pub fn search_body(mode: Mode, page: u32, limit: u32, source: &SourceSettings) -> serde_json::Value {
+pub fn search_body(
+    mode: Mode,
+    page: u32,
+    limit: u32,
+    source: &SourceSettings,
+) -> serde_json::Value {
     let mut body = json!({
         "returnFormat": "json",
         "page": page,
@@ -133,7 +138,9 @@ pub fn selected(attr: &Attribute, source: &SourceSettings) -> bool {
 
 fn tag_matches(pattern: &str, tag: &str) -> bool {
     match pattern.strip_suffix(['%', '*']) {
-        Some(prefix) => tag.len() >= prefix.len() && tag[..prefix.len()].eq_ignore_ascii_case(prefix),
+        Some(prefix) => {
+            tag.len() >= prefix.len() && tag[..prefix.len()].eq_ignore_ascii_case(prefix)
+        }
         None => pattern.eq_ignore_ascii_case(tag),
     }
 }
@@ -159,20 +166,23 @@ mod tests {
     }
 
     fn source() -> SourceSettings {
-        toml::from_str(
-            "name='s'\nkind='misp'\nurl='https://misp.example.org'\napi-key='k'\n",
-        )
-        .unwrap()
+        toml::from_str("name='s'\nkind='misp'\nurl='https://misp.example.org'\napi-key='k'\n")
+            .unwrap()
     }
 
     #[test]
     fn first_sync_and_stale_full_are_full() {
         assert_eq!(choose_mode(&Cursor::default(), 1000, 3600), Mode::Full);
-        let c = Cursor { max_timestamp: Some(900), last_full: Some(0) };
+        let c = Cursor {
+            max_timestamp: Some(900),
+            last_full: Some(0),
+        };
         assert_eq!(choose_mode(&c, 10_000, 3600), Mode::Full);
         assert_eq!(
             choose_mode(&c, 1000, 3600),
-            Mode::Incremental { since: 900 - CURSOR_OVERLAP_SECS }
+            Mode::Incremental {
+                since: 900 - CURSOR_OVERLAP_SECS
+            }
         );
     }
 
@@ -184,7 +194,9 @@ mod tests {
         assert_eq!(b["order"], "Attribute.id asc");
         assert_eq!(b["deleted"], json!([0, 1]));
         assert_eq!(b["attribute_timestamp"], 77);
-        assert!(search_body(Mode::Full, 1, 500, &source()).get("attribute_timestamp").is_none());
+        assert!(search_body(Mode::Full, 1, 500, &source())
+            .get("attribute_timestamp")
+            .is_none());
     }
 
     #[test]

@@ -100,7 +100,10 @@ impl Worker {
     pub fn spawn(self, state: WorkerState) -> WorkerHandle {
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(self.run(state, stop_rx));
-        WorkerHandle { stop: stop_tx, task }
+        WorkerHandle {
+            stop: stop_tx,
+            task,
+        }
     }
 
     async fn run(mut self, mut state: WorkerState, mut stop: watch::Receiver<bool>) -> WorkerState {
@@ -112,7 +115,12 @@ impl Worker {
             }
         }
         loop {
-            let _ = self.events.send(WorkerEvent::Syncing { source: self.name.clone() }).await;
+            let _ = self
+                .events
+                .send(WorkerEvent::Syncing {
+                    source: self.name.clone(),
+                })
+                .await;
             let started = Instant::now();
             let result = tokio::select! {
                 r = self.sync_once(&mut state) => r,
@@ -129,7 +137,9 @@ impl Worker {
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     let retry_in = match e.client() {
-                        Some(ClientError::RateLimited { retry_after }) => (*retry_after).max(Duration::from_secs(1)),
+                        Some(ClientError::RateLimited { retry_after }) => {
+                            (*retry_after).max(Duration::from_secs(1))
+                        }
                         _ => backoff(failures, interval),
                     };
                     let auth = matches!(e.client(), Some(ClientError::AuthFailed { .. }));
@@ -228,9 +238,17 @@ impl Worker {
         }
     }
 
-    async fn sync_misp(&self, client: &MispClient, state: &mut WorkerState) -> Result<Option<String>, SyncError> {
+    async fn sync_misp(
+        &self,
+        client: &MispClient,
+        state: &mut WorkerState,
+    ) -> Result<Option<String>, SyncError> {
         let now = now_epoch();
-        let mode = plan::choose_mode(&state.cursor, now, self.settings.full_resync.0.as_secs() as i64);
+        let mode = plan::choose_mode(
+            &state.cursor,
+            now,
+            self.settings.full_resync.0.as_secs() as i64,
+        );
         let limit = self.settings.page_size;
         let mut pages = Vec::new();
         let mut key_expires = None;
@@ -314,13 +332,22 @@ pub fn backoff(failures: u32, interval: Duration) -> Duration {
 }
 
 /// Build the fetcher for a source: a pinned-TLS MISP client or a feed reader.
-pub fn fetcher_for(settings: &SourceSettings, key: Option<SharedKey>) -> Result<Fetcher, SyncError> {
+pub fn fetcher_for(
+    settings: &SourceSettings,
+    key: Option<SharedKey>,
+) -> Result<Fetcher, SyncError> {
     let tls = settings.tls().map_err(SyncError::Setup)?;
     let max = usize::try_from(settings.max_response_bytes).unwrap_or(usize::MAX);
     match settings.kind {
         SourceKind::Misp => {
             let key = key.ok_or_else(|| SyncError::Setup("no credential loaded".into()))?;
-            Ok(Fetcher::Misp(MispClient::new(&settings.url, &tls, settings.timeout.0, key, max)?))
+            Ok(Fetcher::Misp(MispClient::new(
+                &settings.url,
+                &tls,
+                settings.timeout.0,
+                key,
+                max,
+            )?))
         }
         SourceKind::Feed => {
             let location = match settings.feed_dir() {
@@ -330,7 +357,12 @@ pub fn fetcher_for(settings: &SourceSettings, key: Option<SharedKey>) -> Result<
                     .to_string(),
                 None => settings.url.clone(),
             };
-            Ok(Fetcher::Feed(FeedClient::new(&location, &tls, settings.timeout.0, max)?))
+            Ok(Fetcher::Feed(FeedClient::new(
+                &location,
+                &tls,
+                settings.timeout.0,
+                max,
+            )?))
         }
     }
 }

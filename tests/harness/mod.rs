@@ -39,8 +39,13 @@ pub fn start_with(dir: &Path, config_path: &Path, env: &[(&str, &str)]) -> Daemo
     let notify_path = dir.join("notify.sock");
     let _ = std::fs::remove_file(&notify_path);
     let notify = UnixDatagram::bind(&notify_path).unwrap();
-    notify.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-    let log = dir.join(format!("mispd-{}.log", Instant::now().elapsed().as_nanos() ^ std::process::id() as u128 ^ rand_suffix()));
+    notify
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let log = dir.join(format!(
+        "mispd-{}.log",
+        Instant::now().elapsed().as_nanos() ^ std::process::id() as u128 ^ rand_suffix()
+    ));
     let mut cmd = Command::new(BIN);
     cmd.arg("--config")
         .arg(config_path)
@@ -67,12 +72,19 @@ pub fn start_with(dir: &Path, config_path: &Path, env: &[(&str, &str)]) -> Daemo
 }
 
 fn rand_suffix() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }
 
 impl Daemon {
     /// Read notifications until one satisfies `pred`, or the timeout passes.
-    pub fn wait_notify(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+    pub fn wait_notify(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<String> {
         let deadline = Instant::now() + timeout;
         if let Some(n) = self.notifications.iter().find(|n| pred(n)) {
             return Some(n.clone());
@@ -115,7 +127,10 @@ impl Daemon {
                         return v;
                     }
                     if Instant::now() > deadline {
-                        panic!("status condition not met in {timeout:?}: {v}\nlog:\n{}", self.log_text());
+                        panic!(
+                            "status condition not met in {timeout:?}: {v}\nlog:\n{}",
+                            self.log_text()
+                        );
                     }
                 }
             }
@@ -127,11 +142,18 @@ impl Daemon {
     }
 
     pub fn source_state(&self, name: &str) -> String {
-        source(&self.status(), name)["state"].as_str().unwrap_or("").to_string()
+        source(&self.status(), name)["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap();
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 
@@ -176,14 +198,30 @@ pub fn http(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> (u
     try_http(socket, method, path, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
-pub fn try_http(socket: &Path, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value), String> {
-    let (status, raw) = raw_http(socket, method, path, body.map(|b| b.to_string().into_bytes()))?;
-    let v = serde_json::from_slice(&raw).map_err(|e| format!("not JSON ({e}): {}", String::from_utf8_lossy(&raw)))?;
+pub fn try_http(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<(u16, Value), String> {
+    let (status, raw) = raw_http(
+        socket,
+        method,
+        path,
+        body.map(|b| b.to_string().into_bytes()),
+    )?;
+    let v = serde_json::from_slice(&raw)
+        .map_err(|e| format!("not JSON ({e}): {}", String::from_utf8_lossy(&raw)))?;
     Ok((status, v))
 }
 
 /// One request with `Connection: close`; returns status and the (de-chunked) body.
-pub fn raw_http(socket: &Path, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<(u16, Vec<u8>), String> {
+pub fn raw_http(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<(u16, Vec<u8>), String> {
     let mut s = UnixStream::connect(socket).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let body = body.unwrap_or_default();
@@ -195,11 +233,21 @@ pub fn raw_http(socket: &Path, method: &str, path: &str, body: Option<Vec<u8>>) 
     s.write_all(&body).map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
-    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no header end")?;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no header end")?;
     let head = String::from_utf8_lossy(&buf[..split]).to_string();
-    let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or("bad status line")?;
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("bad status line")?;
     let mut rest = buf[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         rest = dechunk(&rest);
     }
     Ok((status, rest))
@@ -208,8 +256,11 @@ pub fn raw_http(socket: &Path, method: &str, path: &str, body: Option<Vec<u8>>) 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
-        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else { break };
-        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
+        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else {
+            break;
+        };
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
         if size == 0 {
             break;
         }
@@ -222,10 +273,18 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 /// Run mispctl with arguments; returns (exit code, stdout, stderr).
 pub fn ctl(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
     let mut cmd = Command::new(CTL);
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::piped());
+    cmd.args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     drop(child.stdin.take());
     let out = child.wait_with_output().unwrap();
