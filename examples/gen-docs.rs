@@ -81,10 +81,7 @@ pub fn markdown_to_man(md: &str, title: &str, section: &str) -> String {
         if let Some(h) = line.strip_prefix("# ") {
             if first_heading {
                 first_heading = false;
-                out.push_str(&format!(
-                    ".SH NAME\nmispd.toml \\- {}\n",
-                    inline(h.split(": ").last().unwrap_or(h))
-                ));
+                out.push_str(".SH NAME\nmispd.toml \\- configuration file of the mispd daemon\n");
             } else {
                 out.push_str(&format!(".SH {}\n", inline(h).to_uppercase()));
             }

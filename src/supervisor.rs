@@ -547,7 +547,7 @@ impl WarninglistOracle for Oracle {
             .warninglist_hits(value)
             .into_iter()
             .map(|h| {
-                let category = serde_json::to_value(&h.category)
+                let category = serde_json::to_value(h.category)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_default();

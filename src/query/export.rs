@@ -177,8 +177,8 @@ impl Write for Out {
 
 fn selected<'a>(index: &'a Index, ex: &'a Export) -> impl Iterator<Item = EntryRef<'a>> + 'a {
     index.entries().filter(move |e| {
-        ex.kind.as_deref().map_or(true, |t| e.has_type(t))
-            && ex.source.as_deref().map_or(true, |s| e.has_source(s))
+        ex.kind.as_deref().is_none_or(|t| e.has_type(t))
+            && ex.source.as_deref().is_none_or(|s| e.has_source(s))
     })
 }
 

@@ -347,7 +347,7 @@ fn quarantine(req: &Request<Incoming>, ctx: &Ctx) -> Resp {
         .quarantine
         .iter()
         .rev()
-        .filter(|r| source.map_or(true, |s| &*r.source == s));
+        .filter(|r| source.is_none_or(|s| &*r.source == s));
     let total = matching.clone().count();
     let items: Vec<_> = matching.take(limit).collect();
     json(

@@ -79,7 +79,7 @@ pub struct WorkerHandle {
 }
 
 pub enum Fetcher {
-    Misp(MispClient),
+    Misp(Box<MispClient>),
     Feed(FeedClient),
 }
 
@@ -341,13 +341,8 @@ pub fn fetcher_for(
     match settings.kind {
         SourceKind::Misp => {
             let key = key.ok_or_else(|| SyncError::Setup("no credential loaded".into()))?;
-            Ok(Fetcher::Misp(MispClient::new(
-                &settings.url,
-                &tls,
-                settings.timeout.0,
-                key,
-                max,
-            )?))
+            let client = MispClient::new(&settings.url, &tls, settings.timeout.0, key, max)?;
+            Ok(Fetcher::Misp(Box::new(client)))
         }
         SourceKind::Feed => {
             let location = match settings.feed_dir() {

@@ -480,7 +480,7 @@ impl Warninglists {
         for t in INDEXED_TYPES {
             let mut m = vec![0u64; words];
             for (i, a) in applies.iter().enumerate() {
-                if a.as_ref().map_or(true, |v| v.iter().any(|x| x == t)) {
+                if a.as_ref().is_none_or(|v| v.iter().any(|x| x == t)) {
                     m[i / 64] |= 1 << (i % 64);
                 }
             }

@@ -715,11 +715,7 @@ fn rest_search(
             let deleted = a.get("deleted").and_then(|d| d.as_bool()).unwrap_or(false);
             (deleted && dead) || (!deleted && live)
         })
-        .filter(|a| {
-            since.map_or(true, |t| {
-                a.get("timestamp").and_then(as_i64).unwrap_or(0) >= t
-            })
-        })
+        .filter(|a| since.is_none_or(|t| a.get("timestamp").and_then(as_i64).unwrap_or(0) >= t))
         .collect();
     if f.get("order")
         .and_then(|o| o.as_str())

@@ -91,15 +91,20 @@ impl Daemon {
         }
         let mut buf = vec![0u8; 65536];
         while Instant::now() < deadline {
-            if let Ok(n) = self.notify.recv(&mut buf) {
-                let msg = String::from_utf8_lossy(&buf[..n]).to_string();
-                self.notifications.push(msg.clone());
-                if pred(&msg) {
-                    return Some(msg);
+            match self.notify.recv(&mut buf) {
+                Ok(n) => {
+                    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+                    self.notifications.push(msg.clone());
+                    if pred(&msg) {
+                        return Some(msg);
+                    }
                 }
-            }
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return None;
+                // Nothing queued: if the daemon is gone, nothing more will come.
+                Err(_) => {
+                    if let Ok(Some(_)) = self.child.try_wait() {
+                        return None;
+                    }
+                }
             }
         }
         None
@@ -255,10 +260,7 @@ pub fn raw_http(
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
         let size =
             usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
         if size == 0 {
