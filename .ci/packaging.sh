@@ -132,6 +132,20 @@ check "rpm: requires glibc >= 2.34 only (EL9+/Fedora)" \
     bash -c "! rpm -qpR '$rpm' | grep -E 'GLIBC_2\.(3[5-9]|[4-9][0-9])'"
 
 # ---------------------------------------------------------------------------------------------
+step "default configuration"
+if command -v python3 >/dev/null && python3 -c 'import tomllib' 2>/dev/null; then
+    check "packaging/mispd.toml: sections, no active source, examples use the agreed keys" \
+        python3 packaging/check_config_example.py packaging/mispd.toml
+else
+    skip "packaging/mispd.toml structure check: needs python3 >= 3.11 (tomllib)"
+fi
+if "$target_dir/release/mispctl" check-config --help 2>&1 | grep -qi usage; then
+    check "mispctl check-config packaging/mispd.toml" "$target_dir/release/mispctl" check-config packaging/mispd.toml
+else
+    skip "mispctl check-config packaging/mispd.toml: subcommand not in this build"
+fi
+
+# ---------------------------------------------------------------------------------------------
 step "systemd units"
 security_out=$(systemd-analyze security --offline=yes --no-pager systemd/mispd.service 2>&1)
 exposure=$(printf '%s\n' "$security_out" | sed -n 's/.*Overall exposure level for mispd.service: \([0-9.]*\).*/\1/p')
