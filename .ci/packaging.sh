@@ -49,6 +49,7 @@ command -v lintian >/dev/null || missing_apt+=(lintian)
 command -v rpm >/dev/null || missing_apt+=(rpm)
 command -v rpmlint >/dev/null || missing_apt+=(rpmlint)
 command -v strip >/dev/null || missing_apt+=(binutils)
+command -v systemd-analyze >/dev/null || missing_apt+=(systemd)
 if [ ${#missing_apt[@]} -gt 0 ]; then
     echo "installing ${missing_apt[*]} with apt-get"
     if [ "$(id -u)" -eq 0 ]; then
