@@ -49,6 +49,7 @@ command -v lintian >/dev/null || missing_apt+=(lintian)
 command -v rpm >/dev/null || missing_apt+=(rpm)
 command -v rpmlint >/dev/null || missing_apt+=(rpmlint)
 command -v strip >/dev/null || missing_apt+=(binutils)
+command -v systemd-analyze >/dev/null || missing_apt+=(systemd)
 if [ ${#missing_apt[@]} -gt 0 ]; then
     echo "installing ${missing_apt[*]} with apt-get"
     if [ "$(id -u)" -eq 0 ]; then
@@ -130,6 +131,20 @@ check "rpm: mispd.toml is %config(noreplace)" \
 check "rpm: scriptlets parse (sh -n)" bash -c 'for f in packaging/rpm/*.sh; do sh -n "$f" || exit 1; done'
 check "rpm: requires glibc >= 2.34 only (EL9+/Fedora)" \
     bash -c "! rpm -qpR '$rpm' | grep -E 'GLIBC_2\.(3[5-9]|[4-9][0-9])'"
+
+# ---------------------------------------------------------------------------------------------
+step "default configuration"
+if command -v python3 >/dev/null && python3 -c 'import tomllib' 2>/dev/null; then
+    check "packaging/mispd.toml: sections, no active source, examples use the agreed keys" \
+        python3 packaging/check_config_example.py packaging/mispd.toml
+else
+    skip "packaging/mispd.toml structure check: needs python3 >= 3.11 (tomllib)"
+fi
+if "$target_dir/release/mispctl" check-config --help 2>&1 | grep -qi usage; then
+    check "mispctl check-config packaging/mispd.toml" "$target_dir/release/mispctl" check-config packaging/mispd.toml
+else
+    skip "mispctl check-config packaging/mispd.toml: subcommand not in this build"
+fi
 
 # ---------------------------------------------------------------------------------------------
 step "systemd units"
