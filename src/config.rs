@@ -176,6 +176,18 @@ pub struct SourceSettings {
     /// Past this age without a successful sync, health reports degraded.
     #[serde(default)]
     pub max_stale: Option<HumanDuration>,
+    /// Drop this source's indicators once its data is older than this (no successful sync for
+    /// that long). Off by default: stale protection beats none.
+    #[serde(default)]
+    pub expire_after: Option<HumanDuration>,
+    /// Publish only attributes seen within this age (`last_seen`, else the attribute timestamp),
+    /// so old indicators age out one by one instead of all at once.
+    #[serde(default)]
+    pub max_age: Option<HumanDuration>,
+    /// Apply a held mass change by itself once this many further syncs have returned the very
+    /// same set (0: only `mispctl release` applies it).
+    #[serde(default)]
+    pub auto_release_after: u32,
     /// Accept a credential that does not look like a MISP key (e.g. behind a proxy), with a warning.
     #[serde(default)]
     pub allow_nonstandard_key: bool,
@@ -402,6 +414,14 @@ impl Config {
             }
             if !(1..=100_000).contains(&s.page_size) {
                 return Err((key("page-size"), "must be between 1 and 100000".into()));
+            }
+            if let (Some(exp), Some(stale)) = (s.expire_after, s.max_stale) {
+                if exp.0 < stale.0 {
+                    return Err((
+                        key("expire-after"),
+                        "must not be shorter than `max-stale`".into(),
+                    ));
+                }
             }
             if s.max_response_bytes < 1024 {
                 return Err((key("max-response-bytes"), "must be at least 1024".into()));

@@ -16,6 +16,7 @@ use crate::{notify, snapshot};
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -32,6 +33,8 @@ struct SourceSlot {
     /// A validated set a breaker refused, waiting for release.
     held: Option<Vec<Indicator>>,
     quarantine: Vec<Rejection>,
+    /// Further syncs that returned exactly the held set (for `auto-release-after`).
+    held_confirmations: u32,
     key: Option<SharedKey>,
     worker: Option<WorkerHandle>,
     stale_warned: bool,
@@ -140,7 +143,7 @@ impl Supervisor {
                         tracing::error!("health probe failed: not feeding the watchdog");
                     }
                 }
-                _ = stale_tick.tick() => self.check_stale(),
+                _ = stale_tick.tick() => self.check_stale().await,
             }
         }
         notify::stopping();
@@ -237,6 +240,12 @@ impl Supervisor {
                     return;
                 };
                 log_rejections(&source, &rejected);
+                if fetched {
+                    let m = self.shared.metrics();
+                    m.syncs_ok.fetch_add(1, Ordering::Relaxed);
+                    m.rejections
+                        .fetch_add(rejected.len() as u64, Ordering::Relaxed);
+                }
                 let limits = self.config.validation.breaker_limits();
                 let slot = &mut self.slots[i];
                 slot.status.key_expires = key_expires.or(slot.status.key_expires.take());
@@ -276,6 +285,27 @@ impl Supervisor {
                         }
                     }
                     breaker::BreakerVerdict::Hold { reason } => {
+                        let same_as_held = slot
+                            .held
+                            .as_ref()
+                            .is_some_and(|h| diff_counts(h, &indicators) == (0, 0));
+                        slot.held_confirmations = if same_as_held {
+                            slot.held_confirmations + 1
+                        } else {
+                            0
+                        };
+                        let auto = slot.settings.auto_release_after;
+                        if auto > 0 && slot.held_confirmations >= auto {
+                            tracing::warn!(source = %source, added, removed, confirmations = slot.held_confirmations,
+                                "held change confirmed by {auto} further syncs; applying it (auto-release-after)");
+                            slot.held = Some(indicators);
+                            let _ = self.release(i).await;
+                            return;
+                        }
+                        self.shared
+                            .metrics()
+                            .breaker_trips
+                            .fetch_add(1, Ordering::Relaxed);
                         tracing::error!(source = %source, added, removed, current, reason = %reason, "mass change held: still serving the last known-good set; release with `mispctl release {source}`");
                         slot.held = Some(indicators);
                         slot.status.held = Some(HeldChange {
@@ -294,32 +324,36 @@ impl Supervisor {
         }
     }
 
+    /// Apply the held set of slot `i`; returns the operator message.
+    async fn release(&mut self, i: usize) -> Result<String, String> {
+        let slot = &mut self.slots[i];
+        let source = slot.name.clone();
+        let Some(set) = slot.held.take() else {
+            return Err(format!("source `{source}` has no held change"));
+        };
+        let h = slot.status.held.take();
+        slot.held_confirmations = 0;
+        slot.published = Arc::new(set);
+        slot.status.indicators = slot.published.len();
+        slot.status.state = SourceState::Ok;
+        let msg = match h {
+            Some(h) => format!("released `{source}`: +{} -{}", h.added, h.removed),
+            None => format!("released `{source}`"),
+        };
+        self.rebuild().await;
+        self.write_snapshot().await;
+        Ok(msg)
+    }
+
     async fn on_admin(&mut self, cmd: AdminCommand) {
         match cmd {
             AdminCommand::Release { source, reply } => {
-                let result = match self.slot_mut(&source) {
+                let result = match self.slots.iter().position(|s| *s.name == *source) {
                     None => Err(format!("no source named `{source}`")),
-                    Some(slot) => match slot.held.take() {
-                        None => Err(format!("source `{source}` has no held change")),
-                        Some(set) => {
-                            let h = slot.status.held.take();
-                            slot.published = Arc::new(set);
-                            slot.status.indicators = slot.published.len();
-                            slot.status.state = SourceState::Ok;
-                            let msg = match h {
-                                Some(h) => {
-                                    format!("released `{source}`: +{} -{}", h.added, h.removed)
-                                }
-                                None => format!("released `{source}`"),
-                            };
-                            tracing::warn!(source = %source, "held change released by an operator");
-                            Ok(msg)
-                        }
-                    },
+                    Some(i) => self.release(i).await,
                 };
-                if result.is_ok() {
-                    self.rebuild().await;
-                    self.write_snapshot().await;
+                if let Ok(msg) = &result {
+                    tracing::warn!(source = %source, result = %msg, "held change released by an operator");
                 }
                 let _ = reply.send(result);
             }
@@ -456,20 +490,36 @@ impl Supervisor {
         )
     }
 
-    fn check_stale(&mut self) {
+    /// `max-stale`: warn once and report `failing`. `expire-after`: stop serving the source.
+    async fn check_stale(&mut self) {
         let now = now_epoch();
         let mut changed = false;
+        let mut expired = false;
         for s in &mut self.slots {
             if is_stale(s, now) && !s.stale_warned {
                 tracing::warn!(source = %s.name, "data is older than max-stale; still serving it");
                 s.stale_warned = true;
-                if s.status.state == SourceState::Degraded {
+                if matches!(s.status.state, SourceState::Degraded | SourceState::Ok) {
                     s.status.state = SourceState::Failing;
-                    changed = true;
                 }
+                changed = true;
+            }
+            let too_old = match (s.settings.expire_after, s.status.last_success_epoch) {
+                (Some(max), Some(t)) => now - t > max.0.as_secs() as i64,
+                _ => false,
+            };
+            if too_old && !s.published.is_empty() {
+                tracing::error!(source = %s.name, "data is older than expire-after: its indicators are no longer served");
+                s.published = Arc::new(Vec::new());
+                s.status.indicators = 0;
+                s.status.state = SourceState::Failing;
+                expired = true;
             }
         }
-        if changed {
+        if expired {
+            self.rebuild().await;
+            self.write_snapshot().await;
+        } else if changed {
             self.publish_view();
         }
     }
@@ -565,6 +615,7 @@ fn new_slot(settings: SourceSettings) -> SourceSlot {
         published: Arc::new(Vec::new()),
         held: None,
         quarantine: Vec::new(),
+        held_confirmations: 0,
         key: None,
         worker: None,
         stale_warned: false,

@@ -118,10 +118,17 @@ impl Store {
 }
 
 /// The client-side filters of a source (`to-ids-only`, `published-only`, `tags`, `not-tags`,
-/// `types`). Tag patterns match case-insensitively; a trailing `%` or `*` matches any suffix.
-pub fn selected(attr: &Attribute, source: &SourceSettings) -> bool {
+/// `types`, `max-age`). Tag patterns match case-insensitively; a trailing `%` or `*` matches any
+/// suffix. `now` is epoch seconds.
+pub fn selected(attr: &Attribute, source: &SourceSettings, now: i64) -> bool {
     if attr.deleted || (source.to_ids_only && !attr.to_ids) {
         return false;
+    }
+    if let Some(max_age) = source.max_age {
+        let seen = attr.last_seen.unwrap_or(attr.timestamp).max(attr.timestamp);
+        if now - seen > max_age.0.as_secs() as i64 {
+            return false;
+        }
     }
     if source.published_only && attr.event_published == Some(false) {
         return false;
@@ -221,13 +228,26 @@ mod tests {
     fn filters_are_client_side() {
         let mut src = source();
         let mut a = attr("a", 1, false);
-        assert!(selected(&a, &src));
+        assert!(selected(&a, &src, 10));
         a.to_ids = false;
-        assert!(!selected(&a, &src));
+        assert!(!selected(&a, &src, 10));
         a.to_ids = true;
         src.tags = vec!["TLP:%".into()];
-        assert!(selected(&a, &src));
+        assert!(selected(&a, &src, 10));
         src.not_tags = vec!["tlp:white".into()];
-        assert!(!selected(&a, &src));
+        assert!(!selected(&a, &src, 10));
+    }
+
+    #[test]
+    fn max_age_uses_last_seen_when_newer() {
+        let mut src = source();
+        src.max_age = Some(crate::config::HumanDuration(
+            std::time::Duration::from_secs(100),
+        ));
+        let mut a = attr("a", 1000, false);
+        assert!(selected(&a, &src, 1050));
+        assert!(!selected(&a, &src, 1200));
+        a.last_seen = Some(1150);
+        assert!(selected(&a, &src, 1200), "seen recently: still published");
     }
 }

@@ -179,15 +179,15 @@ impl Worker {
         started: Instant,
         fetched: bool,
     ) -> Option<WorkerEvent> {
+        let now = now_epoch();
         let selected: Vec<_> = state
             .store
             .iter()
-            .filter(|a| plan::selected(a, &self.settings))
+            .filter(|a| plan::selected(a, &self.settings, now))
             .cloned()
             .collect();
         let validator = self.validator.load_full();
         let name = self.name.clone();
-        let now = now_epoch();
         let judged = tokio::task::spawn_blocking(move || {
             let mut indicators = Vec::with_capacity(selected.len());
             let mut rejected = Vec::new();
