@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::model::now_epoch;
 use crate::state::{Shared, View};
-use crate::supervisor::Supervisor;
+use crate::supervisor::{build_validator, Supervisor};
 use crate::{notify, query, snapshot};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,6 +29,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum DaemonError {
     #[error("query socket: {0}")]
     Socket(String),
+    #[error("{0}")]
+    Start(String),
     #[error("signals: {0}")]
     Signals(std::io::Error),
 }
@@ -57,7 +59,13 @@ pub fn restore(config: &Config) -> Option<snapshot::Restored> {
 }
 
 pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError> {
+    // The two slow parts of a start, the warninglists and the snapshot, load side by side.
+    let for_validator = config.clone();
+    let validator = tokio::task::spawn_blocking(move || build_validator(&for_validator));
     let restored = restore(&config);
+    let validator = validator
+        .await
+        .map_err(|e| DaemonError::Start(format!("loading the warninglists failed: {e}")))?;
     if let Some(r) = &restored {
         let n: usize = r.sources.values().map(|s| s.indicators.len()).sum();
         tracing::info!(
@@ -68,7 +76,14 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     let (admin_tx, admin_rx) = mpsc::channel(8);
     let shared = Shared::new(View::default(), admin_tx);
     let query_settings = config.query.clone();
-    let mut supervisor = Supervisor::new(config_path, config, shared.clone(), admin_rx, restored);
+    let mut supervisor = Supervisor::new(
+        config_path,
+        config,
+        shared.clone(),
+        admin_rx,
+        restored,
+        validator,
+    );
     supervisor.publish_initial().await;
 
     let listener = match query::from_systemd() {

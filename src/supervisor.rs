@@ -72,8 +72,9 @@ impl Supervisor {
         shared: Arc<Shared>,
         admin_rx: mpsc::Receiver<AdminCommand>,
         restored: Option<snapshot::Restored>,
+        validator: Validator,
     ) -> Supervisor {
-        let validator = Arc::new(ArcSwap::from_pointee(build_validator(&config)));
+        let validator = Arc::new(ArcSwap::from_pointee(validator));
         let (events_tx, events_rx) = mpsc::channel(64);
         let (revalidate, _) = watch::channel(0);
         let mut sup = Supervisor {

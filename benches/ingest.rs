@@ -1,0 +1,305 @@
+//! Ingest and cold-start benchmark (issue 6): prints figures, asserts nothing about time.
+//!
+//!     cargo bench --bench ingest            # 1M attributes (set MISPD_BENCH_N to change)
+//!
+//! 1. Generates 1M realistic MISP attributes as restSearch pages of 5000 (domains, IPv4/IPv6
+//!    with CIDRs, URLs, hashes, composites), serialised the way MISP sends them (numbers as strings).
+//! 2. Ingest: decode every page, apply it to a sync store, validate every attribute with all
+//!    shipped warninglists, build the index. Reports attributes/s per phase and overall.
+//! 3. Writes the snapshot, then starts the real `mispd` binary on it with the source unreachable
+//!    and measures the time to `READY=1` and the daemon's resident memory once it serves.
+
+use mispd::config::Config;
+use mispd::index::Index;
+use mispd::misp::wire::decode_rest_search;
+use mispd::snapshot;
+use mispd::sync::plan::Store;
+use mispd::validate::{Protected, Settings, Validator};
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PAGE: usize = 5000;
+
+fn uuid(rng: &mut fastrand::Rng) -> String {
+    let h = format!("{:032x}", rng.u128(..));
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
+/// One attribute as MISP's JSON shows it, with a value of a type chosen by `r` (0..100).
+fn attribute(rng: &mut fastrand::Rng, i: usize, events: &[String]) -> serde_json::Value {
+    let words = [
+        "login", "secure", "update", "cdn", "mail", "pay", "account", "verify",
+    ];
+    let tlds = ["com", "net", "org", "ru", "info", "xyz", "top", "io"];
+    let r = rng.u32(..100);
+    let word = words[rng.usize(..words.len())];
+    let tld = tlds[rng.usize(..tlds.len())];
+    let public_v4 = |rng: &mut fastrand::Rng| {
+        // 11.0.0.0 - 99.255.255.255 avoids the special-purpose ranges below 100.
+        std::net::Ipv4Addr::from(rng.u32(0x0b00_0000..0x6400_0000))
+    };
+    let (t, value) = match r {
+        0..=44 => ("domain", format!("{word}-{}{i}.{tld}", rng.u32(..100_000))),
+        45..=49 => ("hostname", format!("www.{word}{i}.{tld}")),
+        50..=66 => ("ip-dst", public_v4(rng).to_string()),
+        67 => (
+            "ip-dst",
+            format!(
+                "{}/24",
+                ipnet::Ipv4Net::new(public_v4(rng), 24)
+                    .unwrap()
+                    .trunc()
+                    .addr()
+            ),
+        ),
+        68..=71 => {
+            let ip = std::net::Ipv6Addr::from((0x2a00u128 << 112) | rng.u128(..1 << 100));
+            ("ip-src", ip.to_string())
+        }
+        72..=83 => (
+            "url",
+            format!(
+                "http://{word}{}.{tld}/{word}/{i}.php?id={}",
+                rng.u32(..100_000),
+                rng.u32(..1000)
+            ),
+        ),
+        84..=89 => (
+            "sha256",
+            format!("{:032x}{:032x}", rng.u128(..), rng.u128(..)),
+        ),
+        90..=93 => ("md5", format!("{:032x}", rng.u128(..))),
+        94..=96 => ("domain|ip", format!("{word}{i}.{tld}|{}", public_v4(rng))),
+        _ => (
+            "filename|sha1",
+            format!(
+                "{word}{i}.exe|{:040x}",
+                rng.u128(..) << 32 | rng.u32(..) as u128
+            ),
+        ),
+    };
+    serde_json::json!({
+        "id": (i + 1).to_string(),
+        "event_id": (i % events.len() + 1).to_string(),
+        "object_id": "0",
+        "object_relation": null,
+        "category": "Network activity",
+        "type": t,
+        "value": value,
+        "to_ids": true,
+        "uuid": uuid(rng),
+        "timestamp": (1_700_000_000 + i as i64).to_string(),
+        "distribution": "5",
+        "sharing_group_id": "0",
+        "comment": "",
+        "deleted": false,
+        "disable_correlation": false,
+        "first_seen": null,
+        "last_seen": null,
+        "event_uuid": events[i % events.len()],
+        "Event": {"org_id": "1", "distribution": "3", "id": (i % events.len() + 1).to_string(),
+                  "info": "benchmark event", "orgc_id": "1", "uuid": events[i % events.len()]},
+        "Tag": [{"id": "1", "name": "tlp:white", "colour": "#ffffff", "numerical_value": null,
+                 "is_galaxy": false, "local": 0, "inherited": 1}]
+    })
+}
+
+fn pages(n: usize) -> Vec<Vec<u8>> {
+    let mut rng = fastrand::Rng::with_seed(42);
+    let events: Vec<String> = (0..5000).map(|_| uuid(&mut rng)).collect();
+    (0..n.div_ceil(PAGE))
+        .map(|p| {
+            let attrs: Vec<_> = (p * PAGE..((p + 1) * PAGE).min(n))
+                .map(|i| attribute(&mut rng, i, &events))
+                .collect();
+            serde_json::to_vec(&serde_json::json!({"response": {"Attribute": attrs}})).unwrap()
+        })
+        .collect()
+}
+
+fn status_kb(pid: u32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    let n: usize = std::env::var("MISPD_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    println!("ingest benchmark: {n} attributes in pages of {PAGE}");
+
+    let t = Instant::now();
+    let bodies = pages(n);
+    let bytes: usize = bodies.iter().map(Vec::len).sum();
+    println!(
+        "  generated {} pages, {:.1} MB of restSearch JSON in {:.2} s",
+        bodies.len(),
+        bytes as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+
+    let settings: Settings = toml::from_str(&format!(
+        "warninglists = [{:?}]\nallowlist = \"/nonexistent\"",
+        repo.join("packaging/warninglists")
+    ))
+    .unwrap();
+    let t = Instant::now();
+    let (validator, _) = Validator::load(&settings, Protected::from_parts(vec![], vec![]));
+    println!(
+        "  warninglists loaded in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    // Phase 1: decode + store (what a sync worker does per page).
+    let t0 = Instant::now();
+    let mut store = Store::default();
+    for body in &bodies {
+        let decoded = decode_rest_search(body).expect("decode");
+        for a in decoded.attributes {
+            store.apply(a);
+        }
+    }
+    let decode_s = t0.elapsed().as_secs_f64();
+    drop(bodies);
+    // Phase 2: validate.
+    let t1 = Instant::now();
+    let source: Arc<str> = Arc::from("bench");
+    let mut accepted = Vec::with_capacity(n);
+    let mut rejected = 0usize;
+    for a in store.iter() {
+        let j = validator.judge(&source, a, 1_800_000_000);
+        accepted.extend(j.accepted);
+        rejected += j.rejected.len();
+    }
+    let validate_s = t1.elapsed().as_secs_f64();
+    // Phase 3: index.
+    let t2 = Instant::now();
+    let index = Index::build(accepted.clone());
+    let index_s = t2.elapsed().as_secs_f64();
+    let total = decode_s + validate_s + index_s;
+    println!(
+        "  decode+store   {:>8.2} s  {:>10.0} attributes/s",
+        decode_s,
+        n as f64 / decode_s
+    );
+    println!(
+        "  validate       {:>8.2} s  {:>10.0} attributes/s  ({} indicators, {} rejected)",
+        validate_s,
+        n as f64 / validate_s,
+        accepted.len(),
+        rejected
+    );
+    println!(
+        "  index build    {:>8.2} s  {:>10.0} indicators/s  ({} entries)",
+        index_s,
+        accepted.len() as f64 / index_s,
+        index.len()
+    );
+    println!(
+        "  INGEST TOTAL   {:>8.2} s  {:>10.0} attributes/s  (target >= 500000)",
+        total,
+        n as f64 / total
+    );
+    println!(
+        "  peak RSS of this process so far: {} MB",
+        status_kb(std::process::id(), "VmHWM:") / 1024
+    );
+    drop(index);
+    drop(store);
+
+    // Snapshot, then a cold start of the real daemon from it.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let t = Instant::now();
+    snapshot::write(
+        &state,
+        &snapshot::Snapshot {
+            generation: 1,
+            sources: vec![snapshot::SourceSnapshot {
+                name: "bench".into(),
+                indicators: Arc::new(accepted),
+                quarantine: vec![],
+                held: None,
+                held_change: None,
+                last_success: Some(1_800_000_000),
+            }],
+        },
+    )
+    .unwrap();
+    let snap_size = std::fs::metadata(state.join("snapshot")).unwrap().len();
+    println!(
+        "  snapshot written in {:.2} s, {:.1} MB",
+        t.elapsed().as_secs_f64(),
+        snap_size as f64 / 1e6
+    );
+
+    let config = dir.path().join("mispd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nstate-dir = {state:?}\ncredentials-dir = {cred:?}\n[query]\nsocket = {sock:?}\n[validation]\nwarninglists = [{wl:?}]\n\
+             [[source]]\nname = \"bench\"\nkind = \"feed\"\nurl = {feed:?}\ninterval = \"1h\"\nfull-resync = \"1h\"\n",
+            cred = dir.path().join("cred"),
+            sock = dir.path().join("q.sock"),
+            wl = repo.join("packaging/warninglists"),
+            feed = dir.path().join("no-feed-here"),
+        ),
+    )
+    .unwrap();
+    Config::load(&config).expect("bench config");
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let t = Instant::now();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mispd"))
+        .arg("--config")
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("MISPD_LOG", "warn")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let mut ready = None;
+    while t.elapsed() < Duration::from_secs(60) {
+        if let Ok(k) = notify.recv(&mut buf) {
+            if String::from_utf8_lossy(&buf[..k]).contains("READY=1") {
+                ready = Some(t.elapsed());
+                break;
+            }
+        }
+    }
+    match ready {
+        Some(d) => println!(
+            "  COLD START from snapshot to READY=1: {:.2} s  (target < 2 s)",
+            d.as_secs_f64()
+        ),
+        None => println!("  COLD START: no READY=1 within 60 s"),
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let rss = status_kb(child.id(), "VmRSS:");
+    println!(
+        "  DAEMON RSS serving {n} attributes' indicators: {} MB ({:.0} bytes per attribute; target < 200 MB)",
+        rss / 1024,
+        rss as f64 * 1024.0 / n as f64
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
