@@ -116,19 +116,30 @@ impl Interner {
         id
     }
 
-    fn notes(&mut self, n: Vec<Box<str>>) -> u32 {
+    fn notes(&mut self, n: &[Box<str>]) -> u32 {
         if n.is_empty() {
             return 0;
         }
-        let n = n.into_boxed_slice();
-        if let Some(&id) = self.note_ids.get(&n) {
+        if let Some(&id) = self.note_ids.get(n) {
             return id;
         }
+        let n: Box<[Box<str>]> = n.into();
         let id = self.note_sets.len() as u32;
         self.note_sets.push(n.clone());
         self.note_ids.insert(n, id);
         id
     }
+}
+
+/// The kind in the top byte, then the value's first seven bytes, big-endian: orders like
+/// `(kind, value)` up to ties, which the caller breaks with the full value.
+fn sort_key(kind: Kind, value: &str) -> u64 {
+    let mut b = [0u8; 8];
+    b[0] = kind as u8;
+    let v = value.as_bytes();
+    let n = v.len().min(7);
+    b[1..1 + n].copy_from_slice(&v[..n]);
+    u64::from_be_bytes(b)
 }
 
 /// Parses a canonical lowercase hyphenated UUID; anything else is kept as text.
@@ -183,9 +194,24 @@ fn format_uuid(u: &[u8; 16]) -> [u8; 36] {
 impl Index {
     /// Builds the index. Records with the same `(kind, value)` become one entry with several
     /// sources, in input order.
-    pub fn build(mut indicators: Vec<Indicator>) -> Index {
-        // Stable: the records of one value keep the order validation produced.
-        indicators.sort_by(|a, b| (a.kind, &a.value).cmp(&(b.kind, &b.value)));
+    pub fn build(indicators: Vec<Indicator>) -> Index {
+        // Sort a small permutation rather than the large records; the key carries the kind and
+        // the value's first bytes inline so most comparisons never touch the heap. Ties fall
+        // back to the full value, then input order (the records of one value stay in order).
+        let mut order: Vec<(u64, u32)> = indicators
+            .iter()
+            .enumerate()
+            .map(|(i, ind)| (sort_key(ind.kind, &ind.value), i as u32))
+            .collect();
+        order.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| {
+                    indicators[a.1 as usize]
+                        .value
+                        .cmp(&indicators[b.1 as usize].value)
+                })
+                .then(a.1.cmp(&b.1))
+        });
         let mut it = Interner::default();
         it.note_sets.push(Box::new([]));
         let total: usize = indicators.iter().map(|i| i.value.len()).sum();
@@ -194,7 +220,8 @@ impl Index {
         let mut recs = Vec::with_capacity(indicators.len());
         let mut v4 = PrefixMap::new();
         let mut v6 = PrefixMap::new();
-        for ind in indicators {
+        for &(_, i) in &order {
+            let ind = &indicators[i as usize];
             let same = entries.last().is_some_and(|e| {
                 e.kind == ind.kind && arena[e.off as usize..][..e.len as usize] == *ind.value
             });
@@ -219,11 +246,7 @@ impl Index {
                 });
                 arena.push_str(&ind.value);
             }
-            let Indicator {
-                provenance: p,
-                notes,
-                ..
-            } = ind;
+            let p = &ind.provenance;
             let (attr, text) = match parse_uuid(&p.attribute_uuid) {
                 Some(u) => (u, 0),
                 None => {
@@ -242,10 +265,12 @@ impl Index {
                 misp_type: it.string(&p.misp_type),
                 category: it.string(&p.category),
                 tags: it.tags(&p.tags),
-                notes: it.notes(notes),
+                notes: it.notes(&ind.notes),
                 flags: text | if p.to_ids { TO_IDS } else { 0 },
             });
         }
+        drop(order);
+        drop(indicators);
         arena.shrink_to_fit();
         entries.shrink_to_fit();
         let mut count_map: HashMap<(u32, u32), u64> = HashMap::new();
@@ -875,6 +900,30 @@ mod tests {
         assert!(!ix.covered_by_other_cidr(&e));
         let empty = Index::default();
         assert!(!empty.lookup("evil.example").listed);
+    }
+
+    #[test]
+    fn entries_are_sorted_and_records_keep_input_order() {
+        let mut input = Vec::new();
+        let mut rng = fastrand::Rng::with_seed(3);
+        for i in 0..2000 {
+            let v = format!("http://x{}.example/{}", rng.u32(..50), "\0".repeat(i % 3));
+            input.push(ind(&v, Kind::Url, "url", &format!("s{i}")));
+            input.push(ind("ab", Kind::Other, "text", &format!("t{i}")));
+        }
+        let ix = Index::build(input);
+        let keys: Vec<(Kind, &str)> = ix.entries().map(|e| (e.kind(), e.value())).collect();
+        assert!(
+            keys.windows(2).all(|w| w[0] < w[1]),
+            "strictly sorted, no duplicates"
+        );
+        let e = ix.entries().find(|e| e.value() == "ab").unwrap();
+        let order: Vec<usize> = e
+            .sources()
+            .map(|s| s.source[1..].parse().unwrap())
+            .collect();
+        assert_eq!(order.len(), 2000);
+        assert!(order.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]
