@@ -41,7 +41,7 @@ fn uuid(rng: &mut fastrand::Rng) -> String {
 
 /// Indicators shaped like a few large MISP feeds: 5000 events over 3 sources, each value with
 /// its own attribute uuid, 10% of values listed by two sources.
-fn generate() -> (Vec<Indicator>, Vec<String>) {
+fn generate() -> Vec<Indicator> {
     let mut rng = fastrand::Rng::with_seed(7);
     let sources: Vec<Arc<str>> = ["circl-osint", "botvrij", "internal-misp"]
         .iter()
@@ -70,7 +70,6 @@ fn generate() -> (Vec<Indicator>, Vec<String>) {
     ];
     let tlds = ["com", "net", "org", "ru", "info", "xyz", "top", "io"];
     let mut out = Vec::with_capacity(N + N / 10);
-    let mut queries = Vec::new();
     for i in 0..N {
         let r = rng.u32(..100);
         let (value, kind, t) = if r < 40 {
@@ -122,9 +121,6 @@ fn generate() -> (Vec<Indicator>, Vec<String>) {
             h.truncate(len);
             (h, Kind::Hash, t)
         };
-        if i % 4 == 0 {
-            queries.push(value.clone());
-        }
         let ev = rng.usize(..events.len());
         let mut prov = Provenance {
             source: sources[ev % 2].clone(),
@@ -153,18 +149,26 @@ fn generate() -> (Vec<Indicator>, Vec<String>) {
             notes: Vec::new(),
         });
     }
-    // Half the queries are misses, and some hit through CIDRs and parent domains.
-    let mut mixed = Vec::with_capacity(queries.len() * 2);
-    for (i, q) in queries.into_iter().enumerate() {
-        mixed.push(q);
+    out
+}
+
+/// Queries taken from the index after it is built (so they are not interleaved with the freed
+/// input on the heap): every fourth listed value, each followed by a miss or an indirect hit.
+fn queries(index: &Index) -> Vec<String> {
+    let mut mixed = Vec::with_capacity(index.values() / 2);
+    let mut rng = fastrand::Rng::with_seed(11);
+    let mut listed: Vec<&str> = index.entries().step_by(4).map(|e| e.value()).collect();
+    rng.shuffle(&mut listed);
+    for (i, q) in listed.into_iter().enumerate() {
+        mixed.push(q.to_string());
         mixed.push(match i % 4 {
             0 => format!("sub.unlisted-{i}.example"),
             1 => format!("10.{}.{}.{}", i % 250, (i / 250) % 250, i % 7),
-            2 => format!("deep.sub.{}", mixed[mixed.len() - 1]),
+            2 => format!("deep.sub.{q}"),
             _ => format!("{:064x}", i),
         });
     }
-    (out, mixed)
+    mixed
 }
 
 /// A hyper server on a Unix socket that answers every request with a fixed small JSON body:
@@ -261,8 +265,17 @@ fn main() {
 
 async fn run() {
     let rss0 = rss_kib();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "machine: {} CPUs, load average {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     let t = Instant::now();
-    let (indicators, queries) = generate();
+    let indicators = generate();
     let records = indicators.len();
     println!(
         "generated {records} indicator records ({N} values) in {:.2?}; RSS {} MiB",
@@ -279,6 +292,42 @@ async fn run() {
         index.heap_bytes() as f64 / records as f64,
         rss_built / 1024,
         rss0 / 1024
+    );
+
+    // glibc keeps the freed input records mapped; the daemon should trim after publishing.
+    // SAFETY: malloc_trim only walks glibc's own free lists; no Rust object is touched.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    println!(
+        "RSS after malloc_trim(0): {} MiB ({:.0} B per record)",
+        rss_kib() / 1024,
+        rss_kib() as f64 * 1024.0 / records as f64
+    );
+
+    let queries = queries(&index);
+
+    // The index alone, no transport: lookups and lookups with JSON encoding.
+    let t = Instant::now();
+    let mut hits = 0usize;
+    for q in queries.iter().take(200_000) {
+        hits += usize::from(index.lookup(q).listed);
+    }
+    let took = t.elapsed();
+    println!(
+        "index only: {:.0} lookups/s ({hits} of 200000 listed)",
+        200_000.0 / took.as_secs_f64()
+    );
+    let t = Instant::now();
+    let mut bytes = 0usize;
+    for q in queries.iter().take(200_000) {
+        bytes += serde_json::to_vec(&index.lookup(q)).unwrap().len();
+    }
+    println!(
+        "index + JSON: {:.0} lookups/s ({} bytes/answer)",
+        200_000.0 / t.elapsed().as_secs_f64(),
+        bytes / 200_000
     );
 
     let dir = tempfile::tempdir().unwrap();

@@ -422,31 +422,44 @@ impl Index {
             found: Vec::new(),
         };
         let v = value.trim();
+        // The canonical form already matched exactly, so the raw value is not tried twice.
+        let mut tried: Option<String> = None;
         if let Some(ip) = normalize::ip(v) {
-            self.ip_matches(ip, None, &mut m);
+            tried = Some(self.ip_matches(ip, None, &mut m));
         } else if let Some(net) = v.contains('/').then(|| v.parse::<IpNet>().ok()).flatten() {
-            self.net_matches(net, None, &mut m);
+            let net = net.trunc();
+            let text = net.to_string();
+            self.exact(&text, MatchKind::Exact, &mut m);
+            self.cover_matches(net, MatchKind::Cidr, &mut m);
+            tried = Some(text);
         } else if v.contains("://") {
             if let Some(u) = normalize::url(v) {
                 self.exact(&u, MatchKind::Exact, &mut m);
                 self.url_host_matches(&u, &mut m);
+                tried = Some(u);
             }
         } else if v.contains('@') {
             if let Some(e) = normalize::email(v) {
                 self.exact(&e, MatchKind::Exact, &mut m);
+                tried = Some(e);
             }
         } else {
             if let Some(h) = normalize::hex(v) {
                 self.exact(&h, MatchKind::Exact, &mut m);
+                tried = Some(h);
             }
             if looks_like_name(v) {
                 if let Some(d) = normalize::domain(v) {
-                    self.domain_matches(&d, None, &mut m);
+                    let done = tried.as_deref() == Some(d.as_str());
+                    self.domain_matches(&d, None, !done, &mut m);
+                    tried = Some(d);
                 }
             }
         }
         // Values of other kinds are matched exactly as stored.
-        self.exact(v, MatchKind::Exact, &mut m);
+        if tried.as_deref() != Some(v) {
+            self.exact(v, MatchKind::Exact, &mut m);
+        }
         Lookup {
             value,
             listed: !m.found.is_empty(),
@@ -459,21 +472,26 @@ impl Index {
         self.exact_ids(v, |id, _| m.add(id, how));
     }
 
-    fn ip_matches<'a>(&'a self, ip: IpAddr, forced: Option<MatchKind>, m: &mut Matches<'a>) {
+    /// The exact address, then every listed network containing it; returns the address text.
+    fn ip_matches<'a>(
+        &'a self,
+        ip: IpAddr,
+        forced: Option<MatchKind>,
+        m: &mut Matches<'a>,
+    ) -> String {
         if let IpAddr::V6(v6) = ip {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 self.ip_matches(IpAddr::V4(v4), forced, m);
             }
         }
-        self.exact(&ip.to_string(), forced.unwrap_or(MatchKind::Exact), m);
-        self.net_matches(IpNet::from(ip), forced, m);
+        let text = ip.to_string();
+        self.exact(&text, forced.unwrap_or(MatchKind::Exact), m);
+        self.cover_matches(IpNet::from(ip), forced.unwrap_or(MatchKind::Cidr), m);
+        text
     }
 
-    /// Exact match of a CIDR query, then every listed network containing it, longest first.
-    fn net_matches<'a>(&'a self, net: IpNet, forced: Option<MatchKind>, m: &mut Matches<'a>) {
-        let net = net.trunc();
-        self.exact(&net.to_string(), forced.unwrap_or(MatchKind::Exact), m);
-        let how = forced.unwrap_or(MatchKind::Cidr);
+    /// Every listed network containing `net` (itself included), most specific first.
+    fn cover_matches<'a>(&'a self, net: IpNet, how: MatchKind, m: &mut Matches<'a>) {
         let mut ids: Vec<u32> = match net {
             IpNet::V4(n) => self.v4.cover(&n).map(|(_, &id)| id).collect(),
             IpNet::V6(n) => self.v6.cover(&n).map(|(_, &id)| id).collect(),
@@ -485,8 +503,16 @@ impl Index {
     }
 
     /// Exact (domain or hostname entries), then `Domain` entries on every parent name.
-    fn domain_matches<'a>(&'a self, name: &str, forced: Option<MatchKind>, m: &mut Matches<'a>) {
-        self.exact(name, forced.unwrap_or(MatchKind::Exact), m);
+    fn domain_matches<'a>(
+        &'a self,
+        name: &str,
+        forced: Option<MatchKind>,
+        exact: bool,
+        m: &mut Matches<'a>,
+    ) {
+        if exact {
+            self.exact(name, forced.unwrap_or(MatchKind::Exact), m);
+        }
         let how = forced.unwrap_or(MatchKind::Subdomain);
         let mut rest = name;
         while let Some((_, parent)) = rest.split_once('.') {
@@ -507,9 +533,13 @@ impl Index {
             return;
         };
         match parsed.host() {
-            Some(url::Host::Domain(d)) => self.domain_matches(d, Some(MatchKind::Url), m),
-            Some(url::Host::Ipv4(ip)) => self.ip_matches(IpAddr::V4(ip), Some(MatchKind::Url), m),
-            Some(url::Host::Ipv6(ip)) => self.ip_matches(IpAddr::V6(ip), Some(MatchKind::Url), m),
+            Some(url::Host::Domain(d)) => self.domain_matches(d, Some(MatchKind::Url), true, m),
+            Some(url::Host::Ipv4(ip)) => {
+                self.ip_matches(IpAddr::V4(ip), Some(MatchKind::Url), m);
+            }
+            Some(url::Host::Ipv6(ip)) => {
+                self.ip_matches(IpAddr::V6(ip), Some(MatchKind::Url), m);
+            }
             None => {}
         }
     }
