@@ -405,10 +405,50 @@ struct ChangeItem<'a> {
     kind: crate::model::Kind,
 }
 
-fn items(v: &[crate::state::Change]) -> Vec<ChangeItem<'_>> {
+/// A list of changes serialised straight from the journal or the index, without copying.
+struct Items<I>(std::cell::Cell<Option<I>>);
+
+impl<'a, I: Iterator<Item = ChangeItem<'a>>> Serialize for Items<I> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.take() {
+            Some(it) => s.collect_seq(it),
+            None => s.collect_seq(std::iter::empty::<ChangeItem<'a>>()),
+        }
+    }
+}
+
+fn items<'a, I: Iterator<Item = ChangeItem<'a>>>(it: I) -> Items<I> {
+    Items(std::cell::Cell::new(Some(it)))
+}
+
+#[derive(Serialize)]
+struct ChangesBody<'a, A, R> {
+    cursor: &'a str,
+    reset: bool,
+    added: A,
+    removed: R,
+}
+
+fn changes_body<'a>(
+    cursor: &'a str,
+    reset: bool,
+    added: impl Iterator<Item = ChangeItem<'a>>,
+    removed: impl Iterator<Item = ChangeItem<'a>>,
+) -> Resp {
+    json(
+        StatusCode::OK,
+        &ChangesBody {
+            cursor,
+            reset,
+            added: items(added),
+            removed: items(removed),
+        },
+    )
+}
+
+fn journal_items(v: &[crate::state::Change]) -> impl Iterator<Item = ChangeItem<'_>> {
     v.iter()
         .map(|(kind, value)| ChangeItem { value, kind: *kind })
-        .collect()
 }
 
 async fn changes(req: &Request<Incoming>, ctx: &Ctx) -> Resp {
@@ -431,23 +471,23 @@ async fn changes(req: &Request<Incoming>, ctx: &Ctx) -> Resp {
         let _ = tokio::time::timeout(wait, rx.changed()).await;
         answer = ctx.shared.changes_since(since);
     }
-    let empty = Vec::new();
-    let (cursor, reset, added, removed) = match &answer {
-        Changes::Unchanged { cursor } => (cursor, false, &empty, &empty),
+    match &answer {
+        Changes::Unchanged { cursor } => {
+            changes_body(cursor, false, journal_items(&[]), journal_items(&[]))
+        }
         Changes::Delta {
             cursor,
             added,
             removed,
-        } => (cursor, false, added, removed),
-        Changes::Reset { cursor, added } => (cursor, true, added, &empty),
-    };
-    json(
-        StatusCode::OK,
-        &serde_json::json!({
-            "cursor": cursor,
-            "reset": reset,
-            "added": items(added),
-            "removed": items(removed),
-        }),
-    )
+        } => changes_body(cursor, false, journal_items(added), journal_items(removed)),
+        Changes::Reset { cursor, index } => changes_body(
+            cursor,
+            true,
+            index.entries().map(|e| ChangeItem {
+                value: e.value(),
+                kind: e.kind(),
+            }),
+            journal_items(&[]),
+        ),
+    }
 }
