@@ -65,8 +65,9 @@ pub struct Index {
     arena: String,
     entries: Vec<Entry>,
     recs: Vec<Rec>,
-    /// Open addressing, linear probing, load <= 1/2; `NONE` is an empty slot.
-    slots: Vec<u32>,
+    /// Open addressing, linear probing, load <= 1/2: `(entry id, high hash bits)`, `NONE` id for
+    /// an empty slot. The hash bits let a probe skip other values without touching them.
+    slots: Vec<(u32, u32)>,
     hasher: RandomState,
     v4: PrefixMap<Ipv4Net, u32>,
     v6: PrefixMap<Ipv6Net, u32>,
@@ -282,14 +283,15 @@ impl Index {
         counts.sort_unstable();
         let hasher = RandomState::new();
         let cap = (entries.len() * 2).next_power_of_two().max(16);
-        let mut slots = vec![NONE; cap];
+        let mut slots = vec![(NONE, 0); cap];
         for (id, e) in entries.iter().enumerate() {
             let v = &arena[e.off as usize..][..e.len as usize];
-            let mut s = hasher.hash_one(v) as usize & (cap - 1);
-            while slots[s] != NONE {
+            let h = hasher.hash_one(v);
+            let mut s = h as usize & (cap - 1);
+            while slots[s].0 != NONE {
                 s = (s + 1) & (cap - 1);
             }
-            slots[s] = id as u32;
+            slots[s] = (id as u32, (h >> 32) as u32);
         }
         Index {
             arena,
@@ -362,7 +364,7 @@ impl Index {
         self.arena.capacity()
             + self.entries.capacity() * std::mem::size_of::<Entry>()
             + self.recs.capacity() * std::mem::size_of::<Rec>()
-            + self.slots.capacity() * 4
+            + self.slots.capacity() * 8
     }
 
     fn value(&self, id: u32) -> &str {
@@ -382,13 +384,15 @@ impl Index {
     /// Calls `f` with every entry whose value is exactly `v`.
     fn exact_ids(&self, v: &str, mut f: impl FnMut(u32, Kind)) {
         let mask = self.slots.len() - 1;
-        let mut s = self.hasher.hash_one(v) as usize & mask;
+        let h = self.hasher.hash_one(v);
+        let tag = (h >> 32) as u32;
+        let mut s = h as usize & mask;
         loop {
-            let id = self.slots[s];
+            let (id, t) = self.slots[s];
             if id == NONE {
                 return;
             }
-            if self.value(id) == v {
+            if t == tag && self.value(id) == v {
                 f(id, self.entries[id as usize].kind);
             }
             s = (s + 1) & mask;
