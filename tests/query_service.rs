@@ -154,7 +154,13 @@ impl Server {
         settings.check().unwrap();
         let (tx, mut rx) = mpsc::channel::<AdminCommand>(4);
         tokio::spawn(async move {
+            let mut parked = Vec::new();
             while let Some(AdminCommand::Release { source, reply }) = rx.recv().await {
+                if source == "stuck" {
+                    // A supervisor that never answers: the request must time out.
+                    parked.push(reply);
+                    continue;
+                }
                 let answer = if source == "circl" {
                     Ok(format!("released the held change of {source}"))
                 } else {
@@ -486,6 +492,35 @@ async fn release_goes_to_the_supervisor() {
     let (status, _) = s.get("/v1/release/circl").await;
     assert_eq!(status, 405);
     s.stop().await;
+
+    let s = Server::start(
+        |c| c.request_timeout = HumanDuration(Duration::from_millis(300)),
+        view(1, sample()),
+    )
+    .await;
+    let (status, body) = s.post("/v1/release/stuck", &json!({})).await;
+    assert_eq!((status, body["code"].as_str().unwrap()), (503, "timeout"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_long_polls_and_returns() {
+    let s = Server::start(|_| {}, view(1, sample())).await;
+    let (_, first) = s.get("/v1/changes").await;
+    let cursor = first["cursor"].as_str().unwrap().to_string();
+    let socket = s.socket.clone();
+    let poll = tokio::spawn(async move {
+        client::get(&socket, &format!("/v1/changes?since={cursor}&wait=120")).await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    s.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "long polls end at shutdown"
+    );
+    let (status, _) = poll.await.unwrap().unwrap();
+    assert_eq!(status, 200);
 }
 
 #[tokio::test]

@@ -30,6 +30,8 @@ const MAX_VALUE_LEN: usize = 8192;
 
 pub(crate) struct Ctx {
     pub shared: Arc<Shared>,
+    /// Lets long polls end early when the daemon stops.
+    pub shutdown: watch::Receiver<bool>,
     pub own_uid: Option<u32>,
     pub settings: Settings,
 }
@@ -468,7 +470,18 @@ async fn changes(req: &Request<Incoming>, ctx: &Ctx) -> Resp {
     let mut rx = ctx.shared.subscribe();
     let mut answer = ctx.shared.changes_since(since);
     if matches!(answer, Changes::Unchanged { .. }) && !wait.is_zero() {
-        let _ = tokio::time::timeout(wait, rx.changed()).await;
+        let mut stop = ctx.shutdown.clone();
+        let stopping = async {
+            while !*stop.borrow_and_update() {
+                if stop.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::timeout(wait, rx.changed()) => {}
+            _ = stopping => {}
+        }
         answer = ctx.shared.changes_since(since);
     }
     match &answer {

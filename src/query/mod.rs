@@ -253,6 +253,7 @@ pub async fn serve(
         .map_err(QueryError::Settings)?;
     let ctx = Arc::new(handlers::Ctx {
         shared,
+        shutdown: shutdown.clone(),
         own_uid: own_uid(),
         settings,
     });
