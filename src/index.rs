@@ -60,7 +60,6 @@ struct Rec {
 }
 
 /// An immutable index over one generation of published indicators.
-#[derive(Debug)]
 pub struct Index {
     arena: String,
     entries: Vec<Entry>,
@@ -77,6 +76,16 @@ pub struct Index {
     note_sets: Vec<Box<[Box<str>]>>,
     /// Records per (source, MISP type) string ids, for metrics.
     counts: Vec<(u32, u32, u64)>,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A summary: the index may hold millions of entries.
+        f.debug_struct("Index")
+            .field("records", &self.recs.len())
+            .field("values", &self.entries.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Index {

@@ -377,6 +377,23 @@ async fn batches_and_their_limits() {
     assert_eq!(status, 400);
     assert_eq!(body["code"], "bad-json");
     s.stop().await;
+
+    // Defaults: a large batch within the limits goes through.
+    let s = Server::start(|_| {}, view(1, sample())).await;
+    let values: Vec<String> = (0..10_000)
+        .map(|i| format!("host-{i}.unlisted.example"))
+        .collect();
+    let (status, body) = s.post("/v1/lookup", &json!({ "values": values })).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["results"].as_array().unwrap().len(), 10_000);
+    let (status, body) = s
+        .get(&format!("/v1/lookup?value={}", "a".repeat(9000)))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str().unwrap()),
+        (400, "value-too-long")
+    );
+    s.stop().await;
 }
 
 async fn read_reply(stream: &mut UnixStream) -> String {

@@ -53,6 +53,8 @@ pub(crate) async fn connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(ctx.settings.header_timeout.0)
+        // Bounds the per-connection read buffer (request heads); bodies are limited separately.
+        .max_buf_size(64 * 1024)
         .keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
