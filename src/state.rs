@@ -134,6 +134,8 @@ pub struct Shared {
     epoch: u64,
     generation_tx: watch::Sender<u64>,
     metrics: Metrics,
+    /// Cleared by the supervisor when it stops serving (e.g. while shutting down).
+    serving: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -154,6 +156,7 @@ impl Shared {
             epoch: fastrand::u64(1..u64::MAX),
             generation_tx,
             metrics: Metrics::default(),
+            serving: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -195,6 +198,15 @@ impl Shared {
 
     pub fn admin(&self) -> &mpsc::Sender<AdminCommand> {
         &self.admin
+    }
+
+    /// Whether `/v1/health` may say the daemon serves (it also needs a published generation).
+    pub fn set_serving(&self, serving: bool) {
+        self.serving.store(serving, Ordering::Relaxed);
+    }
+
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Relaxed)
     }
 
     pub fn metrics(&self) -> &Metrics {

@@ -438,6 +438,14 @@ async fn status_health_quarantine_and_errors() {
         json!([{ "name": "botvrij", "state": "degraded" }])
     );
 
+    s.shared.set_serving(false);
+    let (status, body) = s.get("/v1/health").await;
+    assert_eq!(
+        (status, body["code"].as_str().unwrap()),
+        (503, "not-serving")
+    );
+    s.shared.set_serving(true);
+
     let (status, body) = s.get("/v1/status").await;
     assert_eq!(status, 200);
     assert_eq!(body["generation"], 1);

@@ -305,9 +305,16 @@ fn status(ctx: &Ctx) -> Resp {
     )
 }
 
-/// 503 until the first view is published; then 200, `degraded` naming the sources not `ok`.
+/// 503 until the first view is published or when the supervisor says it is not serving;
+/// then 200, `degraded` naming the sources not `ok`.
 fn health(ctx: &Ctx) -> Resp {
     let view = ctx.shared.load();
+    if !ctx.shared.is_serving() {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "status": "not-serving", "error": "mispd is not serving (stopping?)", "code": "not-serving" }),
+        );
+    }
     if view.generation == 0 {
         return json(
             StatusCode::SERVICE_UNAVAILABLE,
