@@ -115,9 +115,11 @@ pub enum Changes {
     Reset { cursor: String, index: Arc<Index> },
 }
 
-/// Bounds on the journal: at most this many steps and this many changed values in total.
+/// Bounds on the journal: at most this many steps and this many changed values in total (about
+/// 15 MB). A single publication changing more (such as the first one) empties the journal:
+/// every older cursor then gets a reset, which is what it needs anyway.
 const JOURNAL_MAX_STEPS: usize = 256;
-const JOURNAL_MAX_VALUES: usize = 2_000_000;
+const JOURNAL_MAX_VALUES: usize = 250_000;
 
 #[derive(Debug, Default)]
 struct Journal {
@@ -172,21 +174,27 @@ impl Shared {
         let old = self.view.load_full();
         let generation = view.generation;
         if generation != old.generation {
-            let (added, removed) = if Arc::ptr_eq(&old.index, &view.index) {
-                (Vec::new(), Vec::new())
+            let step = if Arc::ptr_eq(&old.index, &view.index) {
+                Some((Vec::new(), Vec::new()))
             } else {
-                diff(&old.index, &view.index)
+                diff(&old.index, &view.index, JOURNAL_MAX_VALUES)
             };
             let mut j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
+            let Some((added, removed)) = step else {
+                j.steps.clear();
+                j.values = 0;
+                drop(j);
+                self.view.store(Arc::new(view));
+                self.generation_tx.send_replace(generation);
+                return;
+            };
             j.values += added.len() + removed.len();
             j.steps.push_back(JournalStep {
                 from: old.generation,
                 added,
                 removed,
             });
-            while j.steps.len() > JOURNAL_MAX_STEPS
-                || (j.values > JOURNAL_MAX_VALUES && j.steps.len() > 1)
-            {
+            while j.steps.len() > JOURNAL_MAX_STEPS || j.values > JOURNAL_MAX_VALUES {
                 if let Some(s) = j.steps.pop_front() {
                     j.values -= s.added.len() + s.removed.len();
                 }
@@ -279,13 +287,17 @@ impl Shared {
     }
 }
 
-/// `(added, removed)` between two indexes, by `(kind, value)`.
-fn diff(old: &Index, new: &Index) -> (Vec<Change>, Vec<Change>) {
+/// `(added, removed)` between two indexes, by `(kind, value)`; `None` as soon as more than `cap`
+/// values changed.
+fn diff(old: &Index, new: &Index, cap: usize) -> Option<(Vec<Change>, Vec<Change>)> {
     let mut added = Vec::new();
     let mut removed = Vec::new();
     let mut a = old.entries().peekable();
     let mut b = new.entries().peekable();
     loop {
+        if added.len() + removed.len() > cap {
+            return None;
+        }
         match (a.peek(), b.peek()) {
             (Some(x), Some(y)) => match (x.kind(), x.value()).cmp(&(y.kind(), y.value())) {
                 std::cmp::Ordering::Less => {
@@ -312,7 +324,7 @@ fn diff(old: &Index, new: &Index) -> (Vec<Change>, Vec<Change>) {
             (None, None) => break,
         }
     }
-    (added, removed)
+    Some((added, removed))
 }
 
 #[cfg(test)]
@@ -395,6 +407,34 @@ mod tests {
             let all: Vec<&str> = index.entries().map(|e| e.value()).collect();
             assert_eq!(all, vec!["b.example", "c.example"]);
         }
+    }
+
+    #[test]
+    fn a_step_larger_than_the_cap_empties_the_journal() {
+        let small = index(&["a.example"]);
+        let big = index(&["a.example", "b.example", "c.example", "d.example"]);
+        assert!(diff(&small, &big, 2).is_none());
+        let (added, removed) = diff(&small, &big, 3).unwrap();
+        assert_eq!(names(&added), vec!["b.example", "c.example", "d.example"]);
+        assert!(removed.is_empty());
+
+        let (tx, _rx) = mpsc::channel(1);
+        let shared = Shared::new(View::default(), tx);
+        let many: Vec<String> = (0..JOURNAL_MAX_VALUES + 1)
+            .map(|i| format!("v{i}.example"))
+            .collect();
+        let refs: Vec<&str> = many.iter().map(|s| s.as_str()).collect();
+        shared.publish(view(1, &refs));
+        assert_eq!(shared.journal.lock().unwrap().values, 0);
+        let Changes::Reset { index, .. } = shared.changes_since(Some(&shared.cursor(0))) else {
+            panic!("a cursor from before an oversized step resets")
+        };
+        assert_eq!(index.values(), JOURNAL_MAX_VALUES + 1);
+        shared.publish(view(2, &refs[1..]));
+        let Changes::Delta { removed, .. } = shared.changes_since(Some(&shared.cursor(1))) else {
+            panic!("later steps are journaled again")
+        };
+        assert_eq!(removed.len(), 1);
     }
 
     #[test]
