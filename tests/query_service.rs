@@ -751,6 +751,13 @@ async fn large_exports_stream_completely() {
     let (status, plain) = s.text("/v1/indicators?format=plain").await;
     assert_eq!(status, 200);
     assert_eq!(plain.lines().count(), 50_000);
+    // The streaming client writes the same bytes as they arrive.
+    let mut out = Vec::new();
+    let status = client::get_to(&s.socket, "/v1/indicators?format=plain", &mut out)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(String::from_utf8(out).unwrap(), plain);
     s.stop().await;
 }
 

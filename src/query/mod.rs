@@ -398,6 +398,24 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_parses() {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            query: Settings,
+        }
+        let doc = include_str!("../../docs/query-api.md");
+        let block = doc
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("docs/query-api.md has a toml example");
+        let f: File = toml::from_str(block).unwrap();
+        assert_eq!(f.query.allowed_uids, vec![0]);
+        assert_eq!(f.query.request_timeout.0, Duration::from_secs(10));
+    }
+
+    #[test]
     fn groups_resolve_by_number_and_name() {
         assert_eq!(resolve_group("123").unwrap(), 123);
         assert_eq!(resolve_group("root").unwrap(), 0);
