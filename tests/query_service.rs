@@ -562,6 +562,34 @@ async fn peers_not_allowed_are_refused_with_json() {
     let s = Server::start(|c| c.allowed_uids = vec![me], view(1, sample())).await;
     assert_eq!(s.get("/v1/health").await.0, 200);
     s.stop().await;
+
+    // Group membership admits too (our primary group, given by number).
+    let gid = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::gid(&m))
+        .unwrap();
+    let s = Server::start(
+        |c| {
+            c.allowed_uids = vec![me + 4242];
+            c.allowed_groups = vec![gid.to_string()];
+        },
+        view(1, sample()),
+    )
+    .await;
+    assert_eq!(s.get("/v1/health").await.0, 200);
+    s.stop().await;
+
+    let s = Server::start(
+        |c| c.allowed_groups = vec![(gid + 4242).to_string()],
+        view(1, sample()),
+    )
+    .await;
+    assert_eq!(s.get("/v1/health").await.0, 403);
+    let (_, metrics) = s.text("/metrics").await;
+    assert!(
+        metrics.is_empty() || metrics.contains("forbidden"),
+        "denied peers get no metrics"
+    );
+    s.stop().await;
 }
 
 #[tokio::test]
