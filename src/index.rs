@@ -546,21 +546,25 @@ impl Index {
             return;
         };
         match parsed.host() {
-            Some(url::Host::Domain(d)) => self.domain_matches(d, Some(MatchKind::Url), true, m),
+            Some(url::Host::Domain(d)) if d.len() <= 254 => {
+                self.domain_matches(d, Some(MatchKind::Url), true, m)
+            }
             Some(url::Host::Ipv4(ip)) => {
                 self.ip_matches(IpAddr::V4(ip), Some(MatchKind::Url), m);
             }
             Some(url::Host::Ipv6(ip)) => {
                 self.ip_matches(IpAddr::V6(ip), Some(MatchKind::Url), m);
             }
-            None => {}
+            _ => {}
         }
     }
 }
 
-/// Names are tried as domains only when they could be one (no spaces, slashes, colons).
+/// Names are tried as domains only when they could be one: at most 253 bytes (the DNS limit,
+/// which also bounds the parent walk), no spaces, slashes, colons.
 fn looks_like_name(v: &str) -> bool {
     !v.is_empty()
+        && v.len() <= 254
         && !v
             .chars()
             .any(|c| c.is_whitespace() || matches!(c, '/' | ':' | '@' | '\\' | '?' | '#'))
@@ -930,6 +934,9 @@ mod tests {
         assert!(ix.lookup("Global\\Mutex1").listed);
         assert!(!ix.lookup("global\\mutex1").listed);
         assert!(!ix.lookup("").listed);
+        // Over-long names are not walked label by label (that would be quadratic).
+        let long = format!("{}evil.example", "a.".repeat(200_000));
+        assert!(!ix.lookup(&long).listed);
     }
 
     #[test]

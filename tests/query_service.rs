@@ -393,6 +393,16 @@ async fn batches_and_their_limits() {
         (status, body["code"].as_str().unwrap()),
         (400, "value-too-long")
     );
+    let (status, body) = s
+        .post(
+            "/v1/lookup",
+            &json!({ "values": ["ok.example", "a.".repeat(5000)] }),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str().unwrap()),
+        (400, "value-too-long")
+    );
     s.stop().await;
 }
 

@@ -209,7 +209,7 @@ fn lookup_get(req: &Request<Incoming>, ctx: &Ctx) -> Resp {
         return error(
             StatusCode::BAD_REQUEST,
             "value-too-long",
-            "the value is longer than 8192 bytes",
+            &format!("the value is longer than {MAX_VALUE_LEN} bytes"),
         );
     }
     let view = ctx.shared.load();
@@ -282,6 +282,13 @@ async fn lookup_post(req: Request<Incoming>, ctx: &Ctx) -> Resp {
                 batch.values.len(),
                 ctx.settings.max_batch
             ),
+        );
+    }
+    if let Some(i) = batch.values.iter().position(|v| v.len() > MAX_VALUE_LEN) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "value-too-long",
+            &format!("value {i} is longer than {MAX_VALUE_LEN} bytes"),
         );
     }
     let view = ctx.shared.load();
