@@ -622,6 +622,26 @@ async fn slow_headers_are_cut_off() {
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(started.elapsed() >= Duration::from_millis(250));
+
+    // A connection that sends nothing at all is closed too (it would hold a slot forever).
+    let mut idle = UnixStream::connect(&s.socket).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+        .await
+        .expect("the server closes a silent connection")
+        .unwrap_or(0);
+    assert!(n == 0 || buf.starts_with(b"HTTP/1.1 408"));
+
+    // And so is a keep-alive connection left idle after a request.
+    let mut kept = UnixStream::connect(&s.socket).await.unwrap();
+    kept.write_all(b"GET /v1/health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_reply(&mut kept).await.starts_with("HTTP/1.1 200"));
+    let n = tokio::time::timeout(Duration::from_secs(5), kept.read(&mut buf))
+        .await
+        .expect("the server closes an idle keep-alive connection")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
     s.stop().await;
 }
 
