@@ -976,6 +976,81 @@ mod tests {
         assert!(order.windows(2).all(|w| w[0] < w[1]));
     }
 
+    /// Differential check against a plain scan over the list, on small random universes where
+    /// networks nest and names share suffixes.
+    #[test]
+    fn lookups_agree_with_a_linear_scan() {
+        let mut rng = fastrand::Rng::with_seed(99);
+        let labels = ["a", "b", "c"];
+        let name = |rng: &mut fastrand::Rng| {
+            (0..rng.usize(1..=4))
+                .map(|_| labels[rng.usize(..3)])
+                .collect::<Vec<_>>()
+                .join(".")
+        };
+        let addr = |rng: &mut fastrand::Rng| {
+            std::net::Ipv4Addr::new(10, rng.u8(0..4), rng.u8(0..4), rng.u8(0..8))
+        };
+        for _round in 0..20 {
+            let mut list = Vec::new();
+            for _ in 0..40 {
+                list.push(match rng.u8(0..4) {
+                    0 => ind(&addr(&mut rng).to_string(), Kind::Ip, "ip-dst", "s"),
+                    1 => {
+                        let net = ipnet::Ipv4Net::new(addr(&mut rng), rng.u8(8..=32)).unwrap();
+                        ind(&net.trunc().to_string(), Kind::Cidr, "ip-dst", "s")
+                    }
+                    2 => ind(&name(&mut rng), Kind::Domain, "domain", "s"),
+                    _ => ind(&name(&mut rng), Kind::Hostname, "hostname", "s"),
+                });
+            }
+            let ix = Index::build(list.clone());
+            for _ in 0..200 {
+                let q = if rng.bool() {
+                    addr(&mut rng).to_string()
+                } else {
+                    name(&mut rng)
+                };
+                let mut expected: Vec<(Kind, String)> = list
+                    .iter()
+                    .filter(|i| {
+                        let v = &*i.value;
+                        match i.kind {
+                            Kind::Ip => v == q,
+                            Kind::Cidr => q
+                                .parse::<IpAddr>()
+                                .is_ok_and(|a| v.parse::<IpNet>().is_ok_and(|n| n.contains(&a))),
+                            Kind::Domain => q == v || q.ends_with(&format!(".{v}")),
+                            Kind::Hostname => q == v,
+                            _ => false,
+                        }
+                    })
+                    .map(|i| (i.kind, i.value.to_string()))
+                    .collect();
+                expected.sort();
+                expected.dedup();
+                let l = ix.lookup(&q);
+                let prefixes: Vec<u8> = l
+                    .matches
+                    .iter()
+                    .filter(|m| m.how == MatchKind::Cidr)
+                    .map(|m| m.entry().value().parse::<IpNet>().unwrap().prefix_len())
+                    .collect();
+                assert!(
+                    prefixes.windows(2).all(|w| w[0] > w[1]),
+                    "most specific network first: {prefixes:?}"
+                );
+                let mut got: Vec<(Kind, String)> = l
+                    .matches
+                    .iter()
+                    .map(|m| (m.entry().kind(), m.entry().value().to_string()))
+                    .collect();
+                got.sort();
+                assert_eq!(got, expected, "query {q}");
+            }
+        }
+    }
+
     #[test]
     fn uuid_text_round_trip() {
         let s = "5f1a0c3e-0000-4000-8000-0000000000aa";
