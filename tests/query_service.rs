@@ -816,6 +816,15 @@ async fn large_exports_stream_completely() {
         .unwrap();
     assert_eq!(status, 200);
     assert_eq!(String::from_utf8(out).unwrap(), plain);
+    // A reset of /v1/changes streams the whole set as one JSON document.
+    let (status, reset) = s.get("/v1/changes").await;
+    assert_eq!(status, 200);
+    assert_eq!(reset["reset"], true);
+    assert_eq!(reset["added"].as_array().unwrap().len(), 50_000);
+    assert_eq!(
+        reset["added"][0],
+        json!({ "value": "h0.bad.example", "kind": "hostname" })
+    );
     s.stop().await;
 }
 

@@ -518,14 +518,6 @@ async fn changes(req: &Request<Incoming>, ctx: &Ctx) -> Resp {
             added,
             removed,
         } => changes_body(cursor, false, journal_items(added), journal_items(removed)),
-        Changes::Reset { cursor, index } => changes_body(
-            cursor,
-            true,
-            index.entries().map(|e| ChangeItem {
-                value: e.value(),
-                kind: e.kind(),
-            }),
-            journal_items(&[]),
-        ),
+        Changes::Reset { cursor, index } => export::reset_changes(index.clone(), cursor.clone()),
     }
 }
