@@ -58,7 +58,13 @@ pub fn restore(config: &Config) -> Option<snapshot::Restored> {
     }
 }
 
-pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError> {
+/// `activated` is the socket systemd passed, taken by the caller before any thread started
+/// (claiming it edits the environment).
+pub async fn run(
+    config_path: PathBuf,
+    config: Config,
+    activated: Option<std::os::unix::net::UnixListener>,
+) -> Result<(), DaemonError> {
     // The two slow parts of a start, the warninglists and the snapshot, load side by side.
     let for_validator = config.clone();
     let validator = tokio::task::spawn_blocking(move || build_validator(&for_validator));
@@ -86,7 +92,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), DaemonError
     );
     supervisor.publish_initial().await;
 
-    let listener = match query::from_systemd() {
+    let listener = match activated {
         Some(l) => {
             tracing::info!("using the query socket passed by systemd");
             l

@@ -60,13 +60,13 @@ struct Rec {
 }
 
 /// An immutable index over one generation of published indicators.
-#[derive(Debug)]
 pub struct Index {
     arena: String,
     entries: Vec<Entry>,
     recs: Vec<Rec>,
-    /// Open addressing, linear probing, load <= 1/2; `NONE` is an empty slot.
-    slots: Vec<u32>,
+    /// Open addressing, linear probing, load <= 1/2: `(entry id, high hash bits)`, `NONE` id for
+    /// an empty slot. The hash bits let a probe skip other values without touching them.
+    slots: Vec<(u32, u32)>,
     hasher: RandomState,
     v4: PrefixMap<Ipv4Net, u32>,
     v6: PrefixMap<Ipv6Net, u32>,
@@ -76,6 +76,16 @@ pub struct Index {
     note_sets: Vec<Box<[Box<str>]>>,
     /// Records per (source, MISP type) string ids, for metrics.
     counts: Vec<(u32, u32, u64)>,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A summary: the index may hold millions of entries.
+        f.debug_struct("Index")
+            .field("records", &self.recs.len())
+            .field("values", &self.entries.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Index {
@@ -116,19 +126,30 @@ impl Interner {
         id
     }
 
-    fn notes(&mut self, n: Vec<Box<str>>) -> u32 {
+    fn notes(&mut self, n: &[Box<str>]) -> u32 {
         if n.is_empty() {
             return 0;
         }
-        let n = n.into_boxed_slice();
-        if let Some(&id) = self.note_ids.get(&n) {
+        if let Some(&id) = self.note_ids.get(n) {
             return id;
         }
+        let n: Box<[Box<str>]> = n.into();
         let id = self.note_sets.len() as u32;
         self.note_sets.push(n.clone());
         self.note_ids.insert(n, id);
         id
     }
+}
+
+/// The kind in the top byte, then the value's first seven bytes, big-endian: orders like
+/// `(kind, value)` up to ties, which the caller breaks with the full value.
+fn sort_key(kind: Kind, value: &str) -> u64 {
+    let mut b = [0u8; 8];
+    b[0] = kind as u8;
+    let v = value.as_bytes();
+    let n = v.len().min(7);
+    b[1..1 + n].copy_from_slice(&v[..n]);
+    u64::from_be_bytes(b)
 }
 
 /// Parses a canonical lowercase hyphenated UUID; anything else is kept as text.
@@ -183,9 +204,24 @@ fn format_uuid(u: &[u8; 16]) -> [u8; 36] {
 impl Index {
     /// Builds the index. Records with the same `(kind, value)` become one entry with several
     /// sources, in input order.
-    pub fn build(mut indicators: Vec<Indicator>) -> Index {
-        // Stable: the records of one value keep the order validation produced.
-        indicators.sort_by(|a, b| (a.kind, &a.value).cmp(&(b.kind, &b.value)));
+    pub fn build(indicators: Vec<Indicator>) -> Index {
+        // Sort a small permutation rather than the large records; the key carries the kind and
+        // the value's first bytes inline so most comparisons never touch the heap. Ties fall
+        // back to the full value, then input order (the records of one value stay in order).
+        let mut order: Vec<(u64, u32)> = indicators
+            .iter()
+            .enumerate()
+            .map(|(i, ind)| (sort_key(ind.kind, &ind.value), i as u32))
+            .collect();
+        order.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| {
+                    indicators[a.1 as usize]
+                        .value
+                        .cmp(&indicators[b.1 as usize].value)
+                })
+                .then(a.1.cmp(&b.1))
+        });
         let mut it = Interner::default();
         it.note_sets.push(Box::new([]));
         let total: usize = indicators.iter().map(|i| i.value.len()).sum();
@@ -194,7 +230,8 @@ impl Index {
         let mut recs = Vec::with_capacity(indicators.len());
         let mut v4 = PrefixMap::new();
         let mut v6 = PrefixMap::new();
-        for ind in indicators {
+        for &(_, i) in &order {
+            let ind = &indicators[i as usize];
             let same = entries.last().is_some_and(|e| {
                 e.kind == ind.kind && arena[e.off as usize..][..e.len as usize] == *ind.value
             });
@@ -219,11 +256,7 @@ impl Index {
                 });
                 arena.push_str(&ind.value);
             }
-            let Indicator {
-                provenance: p,
-                notes,
-                ..
-            } = ind;
+            let p = &ind.provenance;
             let (attr, text) = match parse_uuid(&p.attribute_uuid) {
                 Some(u) => (u, 0),
                 None => {
@@ -242,10 +275,12 @@ impl Index {
                 misp_type: it.string(&p.misp_type),
                 category: it.string(&p.category),
                 tags: it.tags(&p.tags),
-                notes: it.notes(notes),
+                notes: it.notes(&ind.notes),
                 flags: text | if p.to_ids { TO_IDS } else { 0 },
             });
         }
+        drop(order);
+        drop(indicators);
         arena.shrink_to_fit();
         entries.shrink_to_fit();
         let mut count_map: HashMap<(u32, u32), u64> = HashMap::new();
@@ -257,14 +292,15 @@ impl Index {
         counts.sort_unstable();
         let hasher = RandomState::new();
         let cap = (entries.len() * 2).next_power_of_two().max(16);
-        let mut slots = vec![NONE; cap];
+        let mut slots = vec![(NONE, 0); cap];
         for (id, e) in entries.iter().enumerate() {
             let v = &arena[e.off as usize..][..e.len as usize];
-            let mut s = hasher.hash_one(v) as usize & (cap - 1);
-            while slots[s] != NONE {
+            let h = hasher.hash_one(v);
+            let mut s = h as usize & (cap - 1);
+            while slots[s].0 != NONE {
                 s = (s + 1) & (cap - 1);
             }
-            slots[s] = id as u32;
+            slots[s] = (id as u32, (h >> 32) as u32);
         }
         Index {
             arena,
@@ -337,7 +373,7 @@ impl Index {
         self.arena.capacity()
             + self.entries.capacity() * std::mem::size_of::<Entry>()
             + self.recs.capacity() * std::mem::size_of::<Rec>()
-            + self.slots.capacity() * 4
+            + self.slots.capacity() * 8
     }
 
     fn value(&self, id: u32) -> &str {
@@ -357,13 +393,15 @@ impl Index {
     /// Calls `f` with every entry whose value is exactly `v`.
     fn exact_ids(&self, v: &str, mut f: impl FnMut(u32, Kind)) {
         let mask = self.slots.len() - 1;
-        let mut s = self.hasher.hash_one(v) as usize & mask;
+        let h = self.hasher.hash_one(v);
+        let tag = (h >> 32) as u32;
+        let mut s = h as usize & mask;
         loop {
-            let id = self.slots[s];
+            let (id, t) = self.slots[s];
             if id == NONE {
                 return;
             }
-            if self.value(id) == v {
+            if t == tag && self.value(id) == v {
                 f(id, self.entries[id as usize].kind);
             }
             s = (s + 1) & mask;
@@ -397,31 +435,44 @@ impl Index {
             found: Vec::new(),
         };
         let v = value.trim();
+        // The canonical form already matched exactly, so the raw value is not tried twice.
+        let mut tried: Option<String> = None;
         if let Some(ip) = normalize::ip(v) {
-            self.ip_matches(ip, None, &mut m);
+            tried = Some(self.ip_matches(ip, None, &mut m));
         } else if let Some(net) = v.contains('/').then(|| v.parse::<IpNet>().ok()).flatten() {
-            self.net_matches(net, None, &mut m);
+            let net = net.trunc();
+            let text = net.to_string();
+            self.exact(&text, MatchKind::Exact, &mut m);
+            self.cover_matches(net, MatchKind::Cidr, &mut m);
+            tried = Some(text);
         } else if v.contains("://") {
             if let Some(u) = normalize::url(v) {
                 self.exact(&u, MatchKind::Exact, &mut m);
                 self.url_host_matches(&u, &mut m);
+                tried = Some(u);
             }
         } else if v.contains('@') {
             if let Some(e) = normalize::email(v) {
                 self.exact(&e, MatchKind::Exact, &mut m);
+                tried = Some(e);
             }
         } else {
             if let Some(h) = normalize::hex(v) {
                 self.exact(&h, MatchKind::Exact, &mut m);
+                tried = Some(h);
             }
             if looks_like_name(v) {
                 if let Some(d) = normalize::domain(v) {
-                    self.domain_matches(&d, None, &mut m);
+                    let done = tried.as_deref() == Some(d.as_str());
+                    self.domain_matches(&d, None, !done, &mut m);
+                    tried = Some(d);
                 }
             }
         }
         // Values of other kinds are matched exactly as stored.
-        self.exact(v, MatchKind::Exact, &mut m);
+        if tried.as_deref() != Some(v) {
+            self.exact(v, MatchKind::Exact, &mut m);
+        }
         Lookup {
             value,
             listed: !m.found.is_empty(),
@@ -434,21 +485,26 @@ impl Index {
         self.exact_ids(v, |id, _| m.add(id, how));
     }
 
-    fn ip_matches<'a>(&'a self, ip: IpAddr, forced: Option<MatchKind>, m: &mut Matches<'a>) {
+    /// The exact address, then every listed network containing it; returns the address text.
+    fn ip_matches<'a>(
+        &'a self,
+        ip: IpAddr,
+        forced: Option<MatchKind>,
+        m: &mut Matches<'a>,
+    ) -> String {
         if let IpAddr::V6(v6) = ip {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 self.ip_matches(IpAddr::V4(v4), forced, m);
             }
         }
-        self.exact(&ip.to_string(), forced.unwrap_or(MatchKind::Exact), m);
-        self.net_matches(IpNet::from(ip), forced, m);
+        let text = ip.to_string();
+        self.exact(&text, forced.unwrap_or(MatchKind::Exact), m);
+        self.cover_matches(IpNet::from(ip), forced.unwrap_or(MatchKind::Cidr), m);
+        text
     }
 
-    /// Exact match of a CIDR query, then every listed network containing it, longest first.
-    fn net_matches<'a>(&'a self, net: IpNet, forced: Option<MatchKind>, m: &mut Matches<'a>) {
-        let net = net.trunc();
-        self.exact(&net.to_string(), forced.unwrap_or(MatchKind::Exact), m);
-        let how = forced.unwrap_or(MatchKind::Cidr);
+    /// Every listed network containing `net` (itself included), most specific first.
+    fn cover_matches<'a>(&'a self, net: IpNet, how: MatchKind, m: &mut Matches<'a>) {
         let mut ids: Vec<u32> = match net {
             IpNet::V4(n) => self.v4.cover(&n).map(|(_, &id)| id).collect(),
             IpNet::V6(n) => self.v6.cover(&n).map(|(_, &id)| id).collect(),
@@ -460,8 +516,16 @@ impl Index {
     }
 
     /// Exact (domain or hostname entries), then `Domain` entries on every parent name.
-    fn domain_matches<'a>(&'a self, name: &str, forced: Option<MatchKind>, m: &mut Matches<'a>) {
-        self.exact(name, forced.unwrap_or(MatchKind::Exact), m);
+    fn domain_matches<'a>(
+        &'a self,
+        name: &str,
+        forced: Option<MatchKind>,
+        exact: bool,
+        m: &mut Matches<'a>,
+    ) {
+        if exact {
+            self.exact(name, forced.unwrap_or(MatchKind::Exact), m);
+        }
         let how = forced.unwrap_or(MatchKind::Subdomain);
         let mut rest = name;
         while let Some((_, parent)) = rest.split_once('.') {
@@ -482,17 +546,25 @@ impl Index {
             return;
         };
         match parsed.host() {
-            Some(url::Host::Domain(d)) => self.domain_matches(d, Some(MatchKind::Url), m),
-            Some(url::Host::Ipv4(ip)) => self.ip_matches(IpAddr::V4(ip), Some(MatchKind::Url), m),
-            Some(url::Host::Ipv6(ip)) => self.ip_matches(IpAddr::V6(ip), Some(MatchKind::Url), m),
-            None => {}
+            Some(url::Host::Domain(d)) if d.len() <= 254 => {
+                self.domain_matches(d, Some(MatchKind::Url), true, m)
+            }
+            Some(url::Host::Ipv4(ip)) => {
+                self.ip_matches(IpAddr::V4(ip), Some(MatchKind::Url), m);
+            }
+            Some(url::Host::Ipv6(ip)) => {
+                self.ip_matches(IpAddr::V6(ip), Some(MatchKind::Url), m);
+            }
+            _ => {}
         }
     }
 }
 
-/// Names are tried as domains only when they could be one (no spaces, slashes, colons).
+/// Names are tried as domains only when they could be one: at most 253 bytes (the DNS limit,
+/// which also bounds the parent walk), no spaces, slashes, colons.
 fn looks_like_name(v: &str) -> bool {
     !v.is_empty()
+        && v.len() <= 254
         && !v
             .chars()
             .any(|c| c.is_whitespace() || matches!(c, '/' | ':' | '@' | '\\' | '?' | '#'))
@@ -862,6 +934,9 @@ mod tests {
         assert!(ix.lookup("Global\\Mutex1").listed);
         assert!(!ix.lookup("global\\mutex1").listed);
         assert!(!ix.lookup("").listed);
+        // Over-long names are not walked label by label (that would be quadratic).
+        let long = format!("{}evil.example", "a.".repeat(200_000));
+        assert!(!ix.lookup(&long).listed);
     }
 
     #[test]
@@ -875,6 +950,105 @@ mod tests {
         assert!(!ix.covered_by_other_cidr(&e));
         let empty = Index::default();
         assert!(!empty.lookup("evil.example").listed);
+    }
+
+    #[test]
+    fn entries_are_sorted_and_records_keep_input_order() {
+        let mut input = Vec::new();
+        let mut rng = fastrand::Rng::with_seed(3);
+        for i in 0..2000 {
+            let v = format!("http://x{}.example/{}", rng.u32(..50), "\0".repeat(i % 3));
+            input.push(ind(&v, Kind::Url, "url", &format!("s{i}")));
+            input.push(ind("ab", Kind::Other, "text", &format!("t{i}")));
+        }
+        let ix = Index::build(input);
+        let keys: Vec<(Kind, &str)> = ix.entries().map(|e| (e.kind(), e.value())).collect();
+        assert!(
+            keys.windows(2).all(|w| w[0] < w[1]),
+            "strictly sorted, no duplicates"
+        );
+        let e = ix.entries().find(|e| e.value() == "ab").unwrap();
+        let order: Vec<usize> = e
+            .sources()
+            .map(|s| s.source[1..].parse().unwrap())
+            .collect();
+        assert_eq!(order.len(), 2000);
+        assert!(order.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    /// Differential check against a plain scan over the list, on small random universes where
+    /// networks nest and names share suffixes.
+    #[test]
+    fn lookups_agree_with_a_linear_scan() {
+        let mut rng = fastrand::Rng::with_seed(99);
+        let labels = ["a", "b", "c"];
+        let name = |rng: &mut fastrand::Rng| {
+            (0..rng.usize(1..=4))
+                .map(|_| labels[rng.usize(..3)])
+                .collect::<Vec<_>>()
+                .join(".")
+        };
+        let addr = |rng: &mut fastrand::Rng| {
+            std::net::Ipv4Addr::new(10, rng.u8(0..4), rng.u8(0..4), rng.u8(0..8))
+        };
+        for _round in 0..20 {
+            let mut list = Vec::new();
+            for _ in 0..40 {
+                list.push(match rng.u8(0..4) {
+                    0 => ind(&addr(&mut rng).to_string(), Kind::Ip, "ip-dst", "s"),
+                    1 => {
+                        let net = ipnet::Ipv4Net::new(addr(&mut rng), rng.u8(8..=32)).unwrap();
+                        ind(&net.trunc().to_string(), Kind::Cidr, "ip-dst", "s")
+                    }
+                    2 => ind(&name(&mut rng), Kind::Domain, "domain", "s"),
+                    _ => ind(&name(&mut rng), Kind::Hostname, "hostname", "s"),
+                });
+            }
+            let ix = Index::build(list.clone());
+            for _ in 0..200 {
+                let q = if rng.bool() {
+                    addr(&mut rng).to_string()
+                } else {
+                    name(&mut rng)
+                };
+                let mut expected: Vec<(Kind, String)> = list
+                    .iter()
+                    .filter(|i| {
+                        let v = &*i.value;
+                        match i.kind {
+                            Kind::Ip => v == q,
+                            Kind::Cidr => q
+                                .parse::<IpAddr>()
+                                .is_ok_and(|a| v.parse::<IpNet>().is_ok_and(|n| n.contains(&a))),
+                            Kind::Domain => q == v || q.ends_with(&format!(".{v}")),
+                            Kind::Hostname => q == v,
+                            _ => false,
+                        }
+                    })
+                    .map(|i| (i.kind, i.value.to_string()))
+                    .collect();
+                expected.sort();
+                expected.dedup();
+                let l = ix.lookup(&q);
+                let prefixes: Vec<u8> = l
+                    .matches
+                    .iter()
+                    .filter(|m| m.how == MatchKind::Cidr)
+                    .map(|m| m.entry().value().parse::<IpNet>().unwrap().prefix_len())
+                    .collect();
+                assert!(
+                    prefixes.windows(2).all(|w| w[0] > w[1]),
+                    "most specific network first: {prefixes:?}"
+                );
+                let mut got: Vec<(Kind, String)> = l
+                    .matches
+                    .iter()
+                    .map(|m| (m.entry().kind(), m.entry().value().to_string()))
+                    .collect();
+                got.sort();
+                assert_eq!(got, expected, "query {q}");
+            }
+        }
     }
 
     #[test]

@@ -23,6 +23,5 @@ pub mod state;
 pub mod supervisor;
 pub mod sync;
 pub mod sys;
-pub mod sys_activation;
 pub mod tls;
 pub mod validate;

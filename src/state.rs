@@ -100,7 +100,7 @@ struct JournalStep {
 }
 
 /// The answer to `/v1/changes`.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Changes {
     /// The cursor is current: nothing to report (yet).
     Unchanged { cursor: String },
@@ -112,12 +112,14 @@ pub enum Changes {
     },
     /// The cursor is unknown, from before a restart or too old: the client must take the whole
     /// current set (`added`) and forget what it had.
-    Reset { cursor: String, added: Vec<Change> },
+    Reset { cursor: String, index: Arc<Index> },
 }
 
-/// Bounds on the journal: at most this many steps and this many changed values in total.
+/// Bounds on the journal: at most this many steps and this many changed values in total (about
+/// 15 MB). A single publication changing more (such as the first one) empties the journal:
+/// every older cursor then gets a reset, which is what it needs anyway.
 const JOURNAL_MAX_STEPS: usize = 256;
-const JOURNAL_MAX_VALUES: usize = 2_000_000;
+const JOURNAL_MAX_VALUES: usize = 250_000;
 
 #[derive(Debug, Default)]
 struct Journal {
@@ -134,6 +136,8 @@ pub struct Shared {
     epoch: u64,
     generation_tx: watch::Sender<u64>,
     metrics: Metrics,
+    /// Cleared by the supervisor when it stops serving (e.g. while shutting down).
+    serving: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -154,6 +158,7 @@ impl Shared {
             epoch: fastrand::u64(1..u64::MAX),
             generation_tx,
             metrics: Metrics::default(),
+            serving: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -169,21 +174,27 @@ impl Shared {
         let old = self.view.load_full();
         let generation = view.generation;
         if generation != old.generation {
-            let (added, removed) = if Arc::ptr_eq(&old.index, &view.index) {
-                (Vec::new(), Vec::new())
+            let step = if Arc::ptr_eq(&old.index, &view.index) {
+                Some((Vec::new(), Vec::new()))
             } else {
-                diff(&old.index, &view.index)
+                diff(&old.index, &view.index, JOURNAL_MAX_VALUES)
             };
             let mut j = self.journal.lock().unwrap_or_else(|e| e.into_inner());
+            let Some((added, removed)) = step else {
+                j.steps.clear();
+                j.values = 0;
+                drop(j);
+                self.view.store(Arc::new(view));
+                self.generation_tx.send_replace(generation);
+                return;
+            };
             j.values += added.len() + removed.len();
             j.steps.push_back(JournalStep {
                 from: old.generation,
                 added,
                 removed,
             });
-            while j.steps.len() > JOURNAL_MAX_STEPS
-                || (j.values > JOURNAL_MAX_VALUES && j.steps.len() > 1)
-            {
+            while j.steps.len() > JOURNAL_MAX_STEPS || j.values > JOURNAL_MAX_VALUES {
                 if let Some(s) = j.steps.pop_front() {
                     j.values -= s.added.len() + s.removed.len();
                 }
@@ -195,6 +206,15 @@ impl Shared {
 
     pub fn admin(&self) -> &mpsc::Sender<AdminCommand> {
         &self.admin
+    }
+
+    /// Whether `/v1/health` may say the daemon serves (it also needs a published generation).
+    pub fn set_serving(&self, serving: bool) {
+        self.serving.store(serving, Ordering::Relaxed);
+    }
+
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Relaxed)
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -217,11 +237,7 @@ impl Shared {
         let current = self.cursor(view.generation);
         let reset = || Changes::Reset {
             cursor: current.clone(),
-            added: view
-                .index
-                .entries()
-                .map(|e| (e.kind(), e.value().into()))
-                .collect(),
+            index: view.index.clone(),
         };
         let Some(since) = cursor.and_then(|c| self.parse_cursor(c)) else {
             return reset();
@@ -271,13 +287,17 @@ impl Shared {
     }
 }
 
-/// `(added, removed)` between two indexes, by `(kind, value)`.
-fn diff(old: &Index, new: &Index) -> (Vec<Change>, Vec<Change>) {
+/// `(added, removed)` between two indexes, by `(kind, value)`; `None` as soon as more than `cap`
+/// values changed.
+fn diff(old: &Index, new: &Index, cap: usize) -> Option<(Vec<Change>, Vec<Change>)> {
     let mut added = Vec::new();
     let mut removed = Vec::new();
     let mut a = old.entries().peekable();
     let mut b = new.entries().peekable();
     loop {
+        if added.len() + removed.len() > cap {
+            return None;
+        }
         match (a.peek(), b.peek()) {
             (Some(x), Some(y)) => match (x.kind(), x.value()).cmp(&(y.kind(), y.value())) {
                 std::cmp::Ordering::Less => {
@@ -304,7 +324,7 @@ fn diff(old: &Index, new: &Index) -> (Vec<Change>, Vec<Change>) {
             (None, None) => break,
         }
     }
-    (added, removed)
+    Some((added, removed))
 }
 
 #[cfg(test)]
@@ -351,10 +371,10 @@ mod tests {
     fn changes_follow_generations_and_reset_on_unknown_cursors() {
         let (tx, _rx) = mpsc::channel(1);
         let shared = Shared::new(View::default(), tx);
-        let Changes::Reset { cursor: c0, added } = shared.changes_since(None) else {
+        let Changes::Reset { cursor: c0, index } = shared.changes_since(None) else {
             panic!("expected a reset without a cursor")
         };
-        assert!(added.is_empty());
+        assert!(index.is_empty());
         shared.publish(view(1, &["a.example", "b.example"]));
         shared.publish(view(2, &["b.example", "c.example"]));
         match shared.changes_since(Some(&c0)) {
@@ -375,19 +395,46 @@ mod tests {
         };
         assert_eq!(names(&added), vec!["c.example"]);
         assert_eq!(names(&removed), vec!["a.example"]);
-        assert_eq!(
+        assert!(matches!(
             shared.changes_since(Some(&cursor)),
-            Changes::Unchanged {
-                cursor: cursor.clone()
-            }
-        );
+            Changes::Unchanged { cursor: c } if c == cursor
+        ));
         // From another process, or from the future: reset with the whole set.
         for bad in ["1-1", "garbage", &shared.cursor(9)] {
-            let Changes::Reset { added, .. } = shared.changes_since(Some(bad)) else {
+            let Changes::Reset { index, .. } = shared.changes_since(Some(bad)) else {
                 panic!("expected a reset for {bad}")
             };
-            assert_eq!(names(&added), vec!["b.example", "c.example"]);
+            let all: Vec<&str> = index.entries().map(|e| e.value()).collect();
+            assert_eq!(all, vec!["b.example", "c.example"]);
         }
+    }
+
+    #[test]
+    fn a_step_larger_than_the_cap_empties_the_journal() {
+        let small = index(&["a.example"]);
+        let big = index(&["a.example", "b.example", "c.example", "d.example"]);
+        assert!(diff(&small, &big, 2).is_none());
+        let (added, removed) = diff(&small, &big, 3).unwrap();
+        assert_eq!(names(&added), vec!["b.example", "c.example", "d.example"]);
+        assert!(removed.is_empty());
+
+        let (tx, _rx) = mpsc::channel(1);
+        let shared = Shared::new(View::default(), tx);
+        let many: Vec<String> = (0..JOURNAL_MAX_VALUES + 1)
+            .map(|i| format!("v{i}.example"))
+            .collect();
+        let refs: Vec<&str> = many.iter().map(|s| s.as_str()).collect();
+        shared.publish(view(1, &refs));
+        assert_eq!(shared.journal.lock().unwrap().values, 0);
+        let Changes::Reset { index, .. } = shared.changes_since(Some(&shared.cursor(0))) else {
+            panic!("a cursor from before an oversized step resets")
+        };
+        assert_eq!(index.values(), JOURNAL_MAX_VALUES + 1);
+        shared.publish(view(2, &refs[1..]));
+        let Changes::Delta { removed, .. } = shared.changes_since(Some(&shared.cursor(1))) else {
+            panic!("later steps are journaled again")
+        };
+        assert_eq!(removed.len(), 1);
     }
 
     #[test]

@@ -148,6 +148,7 @@ impl Supervisor {
             }
         }
         notify::stopping();
+        self.shared.set_serving(false);
         tracing::info!("stopping: workers first, then the final snapshot");
         for i in 0..self.slots.len() {
             self.stop_worker(i).await;

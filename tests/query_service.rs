@@ -154,7 +154,13 @@ impl Server {
         settings.check().unwrap();
         let (tx, mut rx) = mpsc::channel::<AdminCommand>(4);
         tokio::spawn(async move {
+            let mut parked = Vec::new();
             while let Some(AdminCommand::Release { source, reply }) = rx.recv().await {
+                if source == "stuck" {
+                    // A supervisor that never answers: the request must time out.
+                    parked.push(reply);
+                    continue;
+                }
                 let answer = if source == "circl" {
                     Ok(format!("released the held change of {source}"))
                 } else {
@@ -371,6 +377,33 @@ async fn batches_and_their_limits() {
     assert_eq!(status, 400);
     assert_eq!(body["code"], "bad-json");
     s.stop().await;
+
+    // Defaults: a large batch within the limits goes through.
+    let s = Server::start(|_| {}, view(1, sample())).await;
+    let values: Vec<String> = (0..10_000)
+        .map(|i| format!("host-{i}.unlisted.example"))
+        .collect();
+    let (status, body) = s.post("/v1/lookup", &json!({ "values": values })).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["results"].as_array().unwrap().len(), 10_000);
+    let (status, body) = s
+        .get(&format!("/v1/lookup?value={}", "a".repeat(9000)))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str().unwrap()),
+        (400, "value-too-long")
+    );
+    let (status, body) = s
+        .post(
+            "/v1/lookup",
+            &json!({ "values": ["ok.example", "a.".repeat(5000)] }),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str().unwrap()),
+        (400, "value-too-long")
+    );
+    s.stop().await;
 }
 
 async fn read_reply(stream: &mut UnixStream) -> String {
@@ -414,6 +447,14 @@ async fn status_health_quarantine_and_errors() {
         body["degraded"],
         json!([{ "name": "botvrij", "state": "degraded" }])
     );
+
+    s.shared.set_serving(false);
+    let (status, body) = s.get("/v1/health").await;
+    assert_eq!(
+        (status, body["code"].as_str().unwrap()),
+        (503, "not-serving")
+    );
+    s.shared.set_serving(true);
 
     let (status, body) = s.get("/v1/status").await;
     assert_eq!(status, 200);
@@ -486,6 +527,35 @@ async fn release_goes_to_the_supervisor() {
     let (status, _) = s.get("/v1/release/circl").await;
     assert_eq!(status, 405);
     s.stop().await;
+
+    let s = Server::start(
+        |c| c.request_timeout = HumanDuration(Duration::from_millis(300)),
+        view(1, sample()),
+    )
+    .await;
+    let (status, body) = s.post("/v1/release/stuck", &json!({})).await;
+    assert_eq!((status, body["code"].as_str().unwrap()), (503, "timeout"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_long_polls_and_returns() {
+    let s = Server::start(|_| {}, view(1, sample())).await;
+    let (_, first) = s.get("/v1/changes").await;
+    let cursor = first["cursor"].as_str().unwrap().to_string();
+    let socket = s.socket.clone();
+    let poll = tokio::spawn(async move {
+        client::get(&socket, &format!("/v1/changes?since={cursor}&wait=120")).await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    s.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "long polls end at shutdown"
+    );
+    let (status, _) = poll.await.unwrap().unwrap();
+    assert_eq!(status, 200);
 }
 
 #[tokio::test]
@@ -501,6 +571,34 @@ async fn peers_not_allowed_are_refused_with_json() {
 
     let s = Server::start(|c| c.allowed_uids = vec![me], view(1, sample())).await;
     assert_eq!(s.get("/v1/health").await.0, 200);
+    s.stop().await;
+
+    // Group membership admits too (our primary group, given by number).
+    let gid = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::gid(&m))
+        .unwrap();
+    let s = Server::start(
+        |c| {
+            c.allowed_uids = vec![me + 4242];
+            c.allowed_groups = vec![gid.to_string()];
+        },
+        view(1, sample()),
+    )
+    .await;
+    assert_eq!(s.get("/v1/health").await.0, 200);
+    s.stop().await;
+
+    let s = Server::start(
+        |c| c.allowed_groups = vec![(gid + 4242).to_string()],
+        view(1, sample()),
+    )
+    .await;
+    assert_eq!(s.get("/v1/health").await.0, 403);
+    let (_, metrics) = s.text("/metrics").await;
+    assert!(
+        metrics.is_empty() || metrics.contains("forbidden"),
+        "denied peers get no metrics"
+    );
     s.stop().await;
 }
 
@@ -524,6 +622,26 @@ async fn slow_headers_are_cut_off() {
     let text = String::from_utf8_lossy(&buf[..n]);
     assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(started.elapsed() >= Duration::from_millis(250));
+
+    // A connection that sends nothing at all is closed too (it would hold a slot forever).
+    let mut idle = UnixStream::connect(&s.socket).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+        .await
+        .expect("the server closes a silent connection")
+        .unwrap_or(0);
+    assert!(n == 0 || buf.starts_with(b"HTTP/1.1 408"));
+
+    // And so is a keep-alive connection left idle after a request.
+    let mut kept = UnixStream::connect(&s.socket).await.unwrap();
+    kept.write_all(b"GET /v1/health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_reply(&mut kept).await.starts_with("HTTP/1.1 200"));
+    let n = tokio::time::timeout(Duration::from_secs(5), kept.read(&mut buf))
+        .await
+        .expect("the server closes an idle keep-alive connection")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
     s.stop().await;
 }
 
@@ -691,6 +809,22 @@ async fn large_exports_stream_completely() {
     let (status, plain) = s.text("/v1/indicators?format=plain").await;
     assert_eq!(status, 200);
     assert_eq!(plain.lines().count(), 50_000);
+    // The streaming client writes the same bytes as they arrive.
+    let mut out = Vec::new();
+    let status = client::get_to(&s.socket, "/v1/indicators?format=plain", &mut out)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(String::from_utf8(out).unwrap(), plain);
+    // A reset of /v1/changes streams the whole set as one JSON document.
+    let (status, reset) = s.get("/v1/changes").await;
+    assert_eq!(status, 200);
+    assert_eq!(reset["reset"], true);
+    assert_eq!(reset["added"].as_array().unwrap().len(), 50_000);
+    assert_eq!(
+        reset["added"][0],
+        json!({ "value": "h0.bad.example", "kind": "hostname" })
+    );
     s.stop().await;
 }
 

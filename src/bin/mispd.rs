@@ -18,6 +18,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before any thread exists: claiming the socket removes LISTEN_* from the environment.
+    let activated = mispd::query::from_systemd();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -28,7 +30,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(mispd::daemon::run(args.config, config)) {
+    match rt.block_on(mispd::daemon::run(args.config, config, activated)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -244,7 +244,10 @@ fn kind(v: &Value) -> &'static str {
 /// result from some versions).
 pub fn decode_rest_search(body: &[u8]) -> Result<Decoded, WireError> {
     if let Some(rows) = raw_rows(body) {
-        let mut out = Decoded { rows: rows.len(), ..Decoded::default() };
+        let mut out = Decoded {
+            rows: rows.len(),
+            ..Decoded::default()
+        };
         for row in rows {
             match serde_json::from_str::<WireAttribute>(row.get()) {
                 Ok(a) if !a.uuid.is_empty() && !a.misp_type.is_empty() => {

@@ -1,4 +1,5 @@
-//! A small HTTP/1.1 client for the query socket, used by `mispctl`. One request per connection.
+//! A small HTTP/1.1 client for the query socket, used by `mispctl`. One request per connection;
+//! no timeout of its own (wrap calls in `tokio::time::timeout`; long polls need `wait` + margin).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -21,15 +22,23 @@ pub enum ClientError {
     Http { path: PathBuf, source: hyper::Error },
     #[error("bad request: {0}")]
     Request(String),
+    #[error("cannot write the answer out: {0}")]
+    Output(std::io::Error),
 }
 
-/// Sends one request and returns the status code and the whole body.
-pub async fn request(
+/// Opens a connection and sends one request; the response body is left to the caller.
+async fn send(
     socket: &Path,
     method: Method,
     path_and_query: &str,
     body: Option<Vec<u8>>,
-) -> Result<(u16, Bytes), ClientError> {
+) -> Result<
+    (
+        hyper::Response<hyper::body::Incoming>,
+        tokio::task::JoinHandle<()>,
+    ),
+    ClientError,
+> {
     let stream = tokio::net::UnixStream::connect(socket)
         .await
         .map_err(|source| ClientError::Connect {
@@ -43,7 +52,9 @@ pub async fn request(
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(http)?;
-    let driver = tokio::spawn(conn);
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
     let mut req = Request::builder()
         .method(method)
         .uri(path_and_query)
@@ -55,8 +66,51 @@ pub async fn request(
         .body(Full::new(Bytes::from(body.unwrap_or_default())))
         .map_err(|e| ClientError::Request(e.to_string()))?;
     let resp = sender.send_request(req).await.map_err(http)?;
+    Ok((resp, driver))
+}
+
+/// `GET path`, copying the body to `out` as it arrives (for large exports); returns the status.
+pub async fn get_to<W: tokio::io::AsyncWrite + Unpin>(
+    socket: &Path,
+    path_and_query: &str,
+    out: &mut W,
+) -> Result<u16, ClientError> {
+    use tokio::io::AsyncWriteExt;
+    let (resp, driver) = send(socket, Method::GET, path_and_query, None).await?;
     let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.map_err(http)?.to_bytes();
+    let mut body = resp.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|source| ClientError::Http {
+            path: socket.to_path_buf(),
+            source,
+        })?;
+        if let Some(data) = frame.data_ref() {
+            out.write_all(data).await.map_err(ClientError::Output)?;
+        }
+    }
+    out.flush().await.map_err(ClientError::Output)?;
+    driver.abort();
+    Ok(status)
+}
+
+/// Sends one request and returns the status code and the whole body.
+pub async fn request(
+    socket: &Path,
+    method: Method,
+    path_and_query: &str,
+    body: Option<Vec<u8>>,
+) -> Result<(u16, Bytes), ClientError> {
+    let (resp, driver) = send(socket, method, path_and_query, body).await?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|source| ClientError::Http {
+            path: socket.to_path_buf(),
+            source,
+        })?
+        .to_bytes();
     driver.abort();
     Ok((status, bytes))
 }

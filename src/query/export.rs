@@ -15,6 +15,7 @@ use hyper::{Response, StatusCode};
 use std::convert::Infallible;
 use std::io::Write;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 const CHUNK: usize = 64 * 1024;
@@ -124,6 +125,14 @@ pub(crate) fn respond(view: &View, params: &[(String, String)]) -> Resp {
         _ => "text/plain; charset=utf-8",
     };
     let index = view.index.clone();
+    stream(content_type, move |out| write_export(&index, &ex, out))
+}
+
+/// A response whose body `produce` writes on a blocking thread, sent in chunks as they fill.
+pub(crate) fn stream(
+    content_type: &'static str,
+    produce: impl FnOnce(&mut Out) -> std::io::Result<()> + Send + 'static,
+) -> Resp {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tokio::task::spawn_blocking(move || {
         let mut out = Out {
@@ -131,7 +140,7 @@ pub(crate) fn respond(view: &View, params: &[(String, String)]) -> Resp {
             tx,
         };
         // An error here only means the client went away.
-        let _ = write_export(&index, &ex, &mut out).and_then(|()| out.flush());
+        let _ = produce(&mut out).and_then(|()| out.flush());
     });
     let mut r = Response::new(ChannelBody(rx).boxed());
     r.headers_mut()
@@ -139,9 +148,34 @@ pub(crate) fn respond(view: &View, params: &[(String, String)]) -> Resp {
     r
 }
 
+/// The `/v1/changes` answer for a reset: the whole set, streamed (it can be tens of megabytes).
+pub(crate) fn reset_changes(index: Arc<Index>, cursor: String) -> Resp {
+    stream("application/json", move |out| {
+        #[derive(serde::Serialize)]
+        struct Item<'a> {
+            value: &'a str,
+            kind: Kind,
+        }
+        write!(out, "{{\"cursor\":")?;
+        serde_json::to_writer(&mut *out, &cursor)?;
+        write!(out, ",\"reset\":true,\"added\":[")?;
+        for (i, e) in index.entries().enumerate() {
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            let item = Item {
+                value: e.value(),
+                kind: e.kind(),
+            };
+            serde_json::to_writer(&mut *out, &item)?;
+        }
+        write!(out, "],\"removed\":[]}}")
+    })
+}
+
 /// A buffered writer that sends full chunks down the channel (blocking: we run on a blocking
 /// thread, and the channel's bound is the back-pressure).
-struct Out {
+pub(crate) struct Out {
     buf: Vec<u8>,
     tx: tokio::sync::mpsc::Sender<Bytes>,
 }

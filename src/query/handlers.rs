@@ -30,6 +30,8 @@ const MAX_VALUE_LEN: usize = 8192;
 
 pub(crate) struct Ctx {
     pub shared: Arc<Shared>,
+    /// Lets long polls end early when the daemon stops.
+    pub shutdown: watch::Receiver<bool>,
     pub own_uid: Option<u32>,
     pub settings: Settings,
 }
@@ -51,6 +53,8 @@ pub(crate) async fn connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(ctx.settings.header_timeout.0)
+        // Bounds the per-connection read buffer (request heads); bodies are limited separately.
+        .max_buf_size(64 * 1024)
         .keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
@@ -205,7 +209,7 @@ fn lookup_get(req: &Request<Incoming>, ctx: &Ctx) -> Resp {
         return error(
             StatusCode::BAD_REQUEST,
             "value-too-long",
-            "the value is longer than 8192 bytes",
+            &format!("the value is longer than {MAX_VALUE_LEN} bytes"),
         );
     }
     let view = ctx.shared.load();
@@ -280,10 +284,26 @@ async fn lookup_post(req: Request<Incoming>, ctx: &Ctx) -> Resp {
             ),
         );
     }
+    if let Some(i) = batch.values.iter().position(|v| v.len() > MAX_VALUE_LEN) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "value-too-long",
+            &format!("value {i} is longer than {MAX_VALUE_LEN} bytes"),
+        );
+    }
     let view = ctx.shared.load();
     let results: Vec<Lookup<'_>> = batch.values.iter().map(|v| lookup_in(&view, v)).collect();
     count(ctx, &results);
-    json(StatusCode::OK, &Results { results })
+    // Sized for a typical mix (misses ~50 bytes, hits ~300) to avoid regrowing a large buffer.
+    let mut out = Vec::with_capacity(64 + results.len() * 160);
+    match serde_json::to_writer(&mut out, &Results { results }) {
+        Ok(()) => json_response(StatusCode::OK, out),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            &format!("cannot encode the response: {e}"),
+        ),
+    }
 }
 
 fn status(ctx: &Ctx) -> Resp {
@@ -301,9 +321,16 @@ fn status(ctx: &Ctx) -> Resp {
     )
 }
 
-/// 503 until the first view is published; then 200, `degraded` naming the sources not `ok`.
+/// 503 until the first view is published or when the supervisor says it is not serving;
+/// then 200, `degraded` naming the sources not `ok`.
 fn health(ctx: &Ctx) -> Resp {
     let view = ctx.shared.load();
+    if !ctx.shared.is_serving() {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "status": "not-serving", "error": "mispd is not serving (stopping?)", "code": "not-serving" }),
+        );
+    }
     if view.generation == 0 {
         return json(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -405,10 +432,50 @@ struct ChangeItem<'a> {
     kind: crate::model::Kind,
 }
 
-fn items(v: &[crate::state::Change]) -> Vec<ChangeItem<'_>> {
+/// A list of changes serialised straight from the journal or the index, without copying.
+struct Items<I>(std::cell::Cell<Option<I>>);
+
+impl<'a, I: Iterator<Item = ChangeItem<'a>>> Serialize for Items<I> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.take() {
+            Some(it) => s.collect_seq(it),
+            None => s.collect_seq(std::iter::empty::<ChangeItem<'a>>()),
+        }
+    }
+}
+
+fn items<'a, I: Iterator<Item = ChangeItem<'a>>>(it: I) -> Items<I> {
+    Items(std::cell::Cell::new(Some(it)))
+}
+
+#[derive(Serialize)]
+struct ChangesBody<'a, A, R> {
+    cursor: &'a str,
+    reset: bool,
+    added: A,
+    removed: R,
+}
+
+fn changes_body<'a>(
+    cursor: &'a str,
+    reset: bool,
+    added: impl Iterator<Item = ChangeItem<'a>>,
+    removed: impl Iterator<Item = ChangeItem<'a>>,
+) -> Resp {
+    json(
+        StatusCode::OK,
+        &ChangesBody {
+            cursor,
+            reset,
+            added: items(added),
+            removed: items(removed),
+        },
+    )
+}
+
+fn journal_items(v: &[crate::state::Change]) -> impl Iterator<Item = ChangeItem<'_>> {
     v.iter()
         .map(|(kind, value)| ChangeItem { value, kind: *kind })
-        .collect()
 }
 
 async fn changes(req: &Request<Incoming>, ctx: &Ctx) -> Resp {
@@ -428,26 +495,29 @@ async fn changes(req: &Request<Incoming>, ctx: &Ctx) -> Resp {
     let mut rx = ctx.shared.subscribe();
     let mut answer = ctx.shared.changes_since(since);
     if matches!(answer, Changes::Unchanged { .. }) && !wait.is_zero() {
-        let _ = tokio::time::timeout(wait, rx.changed()).await;
+        let mut stop = ctx.shutdown.clone();
+        let stopping = async {
+            while !*stop.borrow_and_update() {
+                if stop.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::timeout(wait, rx.changed()) => {}
+            _ = stopping => {}
+        }
         answer = ctx.shared.changes_since(since);
     }
-    let empty = Vec::new();
-    let (cursor, reset, added, removed) = match &answer {
-        Changes::Unchanged { cursor } => (cursor, false, &empty, &empty),
+    match &answer {
+        Changes::Unchanged { cursor } => {
+            changes_body(cursor, false, journal_items(&[]), journal_items(&[]))
+        }
         Changes::Delta {
             cursor,
             added,
             removed,
-        } => (cursor, false, added, removed),
-        Changes::Reset { cursor, added } => (cursor, true, added, &empty),
-    };
-    json(
-        StatusCode::OK,
-        &serde_json::json!({
-            "cursor": cursor,
-            "reset": reset,
-            "added": items(added),
-            "removed": items(removed),
-        }),
-    )
+        } => changes_body(cursor, false, journal_items(added), journal_items(removed)),
+        Changes::Reset { cursor, index } => export::reset_changes(index.clone(), cursor.clone()),
+    }
 }

@@ -215,7 +215,7 @@ pub fn bind(settings: &Settings) -> Result<UnixListener, QueryError> {
 
 /// The listening socket systemd passed (socket activation, `LISTEN_FDS`), if any.
 pub fn from_systemd() -> Option<UnixListener> {
-    crate::sys_activation::listen_fd()
+    crate::sys::systemd_listener()
 }
 
 /// A group name or number to a gid, reading /etc/group (no NSS: name services are not needed
@@ -253,6 +253,7 @@ pub async fn serve(
         .map_err(QueryError::Settings)?;
     let ctx = Arc::new(handlers::Ctx {
         shared,
+        shutdown: shutdown.clone(),
         own_uid: own_uid(),
         settings,
     });
@@ -394,6 +395,24 @@ mod tests {
         };
         assert!(bad.check().unwrap_err().contains("max-batch"));
         assert!(toml::from_str::<Settings>("request-timeout = \"5\"").is_err());
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            query: Settings,
+        }
+        let doc = include_str!("../../docs/query-api.md");
+        let block = doc
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("docs/query-api.md has a toml example");
+        let f: File = toml::from_str(block).unwrap();
+        assert_eq!(f.query.allowed_uids, vec![0]);
+        assert_eq!(f.query.request_timeout.0, Duration::from_secs(10));
     }
 
     #[test]

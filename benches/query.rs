@@ -1,0 +1,453 @@
+//! Query service benchmark (`cargo bench --bench query`): one million realistic indicators,
+//! served on a real Unix socket in-process, against a bare hyper responder as the floor.
+//! Prints figures; docs/performance.md records a run and how to read it.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use mispd::index::Index;
+use mispd::model::{Indicator, Kind, Provenance};
+use mispd::query::{self, Settings};
+use mispd::state::{Shared, View};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const N: usize = 1_000_000;
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn uuid(rng: &mut fastrand::Rng) -> String {
+    let h = format!("{:032x}", rng.u128(..));
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
+/// Indicators shaped like a few large MISP feeds: 5000 events over 3 sources, each value with
+/// its own attribute uuid, 10% of values listed by two sources.
+fn generate() -> Vec<Indicator> {
+    let mut rng = fastrand::Rng::with_seed(7);
+    let sources: Vec<Arc<str>> = ["circl-osint", "botvrij", "internal-misp"]
+        .iter()
+        .map(|s| Arc::from(*s))
+        .collect();
+    let events: Vec<Arc<str>> = (0..5000).map(|_| Arc::from(uuid(&mut rng))).collect();
+    let tag_sets: Vec<Arc<[Arc<str>]>> = vec![
+        Arc::from(vec![Arc::<str>::from("tlp:white")]),
+        Arc::from(vec![
+            Arc::<str>::from("tlp:green"),
+            Arc::<str>::from("misp-galaxy:threat-actor=\"APT 28\""),
+        ]),
+        Arc::from(vec![Arc::<str>::from(
+            "osint:source-type=\"block-or-filter-list\"",
+        )]),
+    ];
+    let types: Vec<Arc<str>> = [
+        "domain", "hostname", "ip-dst", "ip-src", "url", "md5", "sha1", "sha256",
+    ]
+    .iter()
+    .map(|s| Arc::from(*s))
+    .collect();
+    let category: Arc<str> = Arc::from("Network activity");
+    let words = [
+        "login", "secure", "update", "cdn", "mail", "pay", "account", "verify",
+    ];
+    let tlds = ["com", "net", "org", "ru", "info", "xyz", "top", "io"];
+    let mut out = Vec::with_capacity(N + N / 10);
+    for i in 0..N {
+        let r = rng.u32(..100);
+        let (value, kind, t) = if r < 40 {
+            let name = format!(
+                "{}-{}{}.{}",
+                words[rng.usize(..words.len())],
+                rng.u32(..1_000_000),
+                i,
+                tlds[rng.usize(..tlds.len())]
+            );
+            if r < 30 {
+                (name, Kind::Domain, 0)
+            } else {
+                (format!("www.{name}"), Kind::Hostname, 1)
+            }
+        } else if r < 64 {
+            let ip = std::net::Ipv4Addr::from(rng.u32(0x0100_0000..0xdf00_0000));
+            if r == 63 {
+                let net = ipnet::Ipv4Net::new(ip, rng.u8(16..=28)).unwrap().trunc();
+                (net.to_string(), Kind::Cidr, 2)
+            } else {
+                (ip.to_string(), Kind::Ip, 2 + (r & 1) as usize)
+            }
+        } else if r < 70 {
+            let ip = std::net::Ipv6Addr::from((0x2a00u128 << 112) | rng.u128(..1 << 100));
+            if r == 69 {
+                let net = ipnet::Ipv6Net::new(ip, 48).unwrap().trunc();
+                (net.to_string(), Kind::Cidr, 2)
+            } else {
+                (ip.to_string(), Kind::Ip, 3)
+            }
+        } else if r < 85 {
+            (
+                format!(
+                    "http://{}{}.{}/{}/{}.php?id={}",
+                    words[rng.usize(..words.len())],
+                    rng.u32(..100_000),
+                    tlds[rng.usize(..tlds.len())],
+                    words[rng.usize(..words.len())],
+                    i,
+                    rng.u32(..1000)
+                ),
+                Kind::Url,
+                4,
+            )
+        } else {
+            let (len, t) = [(32, 5), (40, 6), (64, 7)][rng.usize(..3)];
+            let mut h = format!("{:032x}{:032x}", rng.u128(..), rng.u128(..));
+            h.truncate(len);
+            (h, Kind::Hash, t)
+        };
+        let ev = rng.usize(..events.len());
+        let mut prov = Provenance {
+            source: sources[ev % 2].clone(),
+            event_uuid: Some(events[ev].clone()),
+            attribute_uuid: Arc::from(uuid(&mut rng)),
+            misp_type: types[t].clone(),
+            category: category.clone(),
+            tags: tag_sets[ev % 3].clone(),
+            timestamp: 1_700_000_000 + i as i64,
+            to_ids: true,
+        };
+        if i % 10 == 0 {
+            out.push(Indicator {
+                value: value.clone().into(),
+                kind,
+                provenance: prov.clone(),
+                notes: Vec::new(),
+            });
+            prov.source = sources[2].clone();
+            prov.attribute_uuid = Arc::from(uuid(&mut rng));
+        }
+        out.push(Indicator {
+            value: value.into(),
+            kind,
+            provenance: prov,
+            notes: Vec::new(),
+        });
+    }
+    out
+}
+
+/// Queries taken from the index after it is built (so they are not interleaved with the freed
+/// input on the heap): every fourth listed value, each followed by a miss or an indirect hit.
+fn queries(index: &Index) -> Vec<String> {
+    let mut mixed = Vec::with_capacity(index.values() / 2);
+    let mut rng = fastrand::Rng::with_seed(11);
+    let mut listed: Vec<&str> = index.entries().step_by(4).map(|e| e.value()).collect();
+    rng.shuffle(&mut listed);
+    for (i, q) in listed.into_iter().enumerate() {
+        mixed.push(q.to_string());
+        mixed.push(match i % 4 {
+            0 => format!("sub.unlisted-{i}.example"),
+            1 => format!("10.{}.{}.{}", i % 250, (i / 250) % 250, i % 7),
+            2 => format!("deep.sub.{q}"),
+            _ => format!("{:064x}", i),
+        });
+    }
+    mixed
+}
+
+/// A hyper server on a Unix socket that answers every request with a fixed small JSON body:
+/// the cost of the transport alone.
+async fn floor_server(path: PathBuf) {
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    loop {
+        let (stream, _) = listener.accept().await.unwrap();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(|_req| async {
+                let mut r = Response::new(Full::new(Bytes::from_static(
+                    br#"{"value":"x","listed":false,"matches":[]}"#,
+                )));
+                r.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static("application/json"),
+                );
+                Ok::<_, std::convert::Infallible>(r)
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn connect(path: &Path) -> Sender {
+    let stream = tokio::net::UnixStream::connect(path).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+async fn send(s: &mut Sender, method: Method, uri: &str, body: Bytes) -> (u16, usize) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", "localhost")
+        .body(Full::new(body))
+        .unwrap();
+    s.ready().await.unwrap();
+    let resp = s.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let b = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, b.len())
+}
+
+struct Run {
+    per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+    errors: usize,
+}
+
+async fn single(path: &Path, uris: &[String]) -> Run {
+    let mut s = connect(path).await;
+    for u in uris.iter().take(2000) {
+        send(&mut s, Method::GET, u, Bytes::new()).await;
+    }
+    let mut lat = Vec::with_capacity(uris.len());
+    let mut errors = 0;
+    let start = Instant::now();
+    for u in uris {
+        let t = Instant::now();
+        let (status, _) = send(&mut s, Method::GET, u, Bytes::new()).await;
+        lat.push(t.elapsed());
+        errors += usize::from(status != 200);
+    }
+    let total = start.elapsed();
+    lat.sort_unstable();
+    let pct =
+        |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e6;
+    Run {
+        per_sec: uris.len() as f64 / total.as_secs_f64(),
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        errors,
+    }
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run());
+}
+
+async fn run() {
+    let rss0 = rss_kib();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "machine: {} CPUs, load average {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let t = Instant::now();
+    let indicators = generate();
+    let records = indicators.len();
+    println!(
+        "generated {records} indicator records ({N} values) in {:.2?}; RSS {} MiB",
+        t.elapsed(),
+        rss_kib() / 1024
+    );
+    let t = Instant::now();
+    let index = Index::build(indicators);
+    let build = t.elapsed();
+    let rss_built = rss_kib();
+    println!(
+        "index build: {build:.2?}; index heap ~{} MiB ({:.0} B/record); RSS after build {} MiB (started at {} MiB)",
+        index.heap_bytes() / (1 << 20),
+        index.heap_bytes() as f64 / records as f64,
+        rss_built / 1024,
+        rss0 / 1024
+    );
+
+    // glibc keeps the freed input records mapped; the daemon should trim after publishing.
+    // SAFETY: malloc_trim only walks glibc's own free lists; no Rust object is touched.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    println!(
+        "RSS after malloc_trim(0): {} MiB ({:.0} B per record)",
+        rss_kib() / 1024,
+        rss_kib() as f64 * 1024.0 / records as f64
+    );
+
+    let queries = queries(&index);
+
+    // The index alone, no transport: lookups and lookups with JSON encoding.
+    let t = Instant::now();
+    let mut hits = 0usize;
+    for q in queries.iter().take(200_000) {
+        hits += usize::from(index.lookup(q).listed);
+    }
+    let took = t.elapsed();
+    println!(
+        "index only: {:.0} lookups/s ({hits} of 200000 listed)",
+        200_000.0 / took.as_secs_f64()
+    );
+    let t = Instant::now();
+    let mut bytes = 0usize;
+    for q in queries.iter().take(200_000) {
+        bytes += serde_json::to_vec(&index.lookup(q)).unwrap().len();
+    }
+    println!(
+        "index + JSON: {:.0} lookups/s ({} bytes/answer)",
+        200_000.0 / t.elapsed().as_secs_f64(),
+        bytes / 200_000
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        socket: dir.path().join("query.sock"),
+        max_batch: 1000,
+        max_body_bytes: 4 << 20,
+        ..Settings::default()
+    };
+    let (admin, _admin_rx) = tokio::sync::mpsc::channel(1);
+    let shared = Shared::new(
+        View {
+            generation: 1,
+            index: Arc::new(index),
+            ..View::default()
+        },
+        admin,
+    );
+    let listener = query::bind(&settings).unwrap();
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let sock = settings.socket.clone();
+    tokio::spawn(query::serve(listener, shared.clone(), settings, stop_rx));
+    let floor_sock = dir.path().join("floor.sock");
+    tokio::spawn(floor_server(floor_sock.clone()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let uris: Vec<String> = queries
+        .iter()
+        .take(100_000)
+        .map(|q| format!("/v1/lookup?value={}", query::client::encode(q)))
+        .collect();
+    // Sanity: half the queries are listed values.
+    let mut s = connect(&sock).await;
+    let (_, len) = send(&mut s, Method::GET, &uris[0], Bytes::new()).await;
+    assert!(len > 100, "the first query is a listed value");
+
+    // Alternate floor and mispd runs so that load from elsewhere hits both alike; report the
+    // median round of each.
+    let mut floors = Vec::new();
+    let mut reals = Vec::new();
+    for round in 0..5 {
+        let part = &uris[round * 20_000..(round + 1) * 20_000];
+        floors.push(single(&floor_sock, part).await);
+        reals.push(single(&sock, part).await);
+    }
+    let median = |mut v: Vec<Run>| {
+        v.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
+        v.swap_remove(v.len() / 2)
+    };
+    let errors: usize = reals.iter().map(|r| r.errors).sum();
+    let (floor, real) = (median(floors), median(reals));
+    println!(
+        "floor  (bare hyper): {:>9.0} req/s  p50 {:>5.1} us  p99 {:>5.1} us   (median of 5 rounds of 20000)",
+        floor.per_sec, floor.p50_us, floor.p99_us
+    );
+    println!(
+        "lookup (mispd):      {:>9.0} req/s  p50 {:>5.1} us  p99 {:>5.1} us  errors {errors}  = {:.0}% of floor",
+        real.per_sec,
+        real.p50_us,
+        real.p99_us,
+        100.0 * real.per_sec / floor.per_sec
+    );
+
+    // Batches of 1000 values per request.
+    let bodies: Vec<Bytes> = queries
+        .chunks(1000)
+        .take(200)
+        .map(|c| Bytes::from(serde_json::to_vec(&serde_json::json!({ "values": c })).unwrap()))
+        .collect();
+    let mut s = connect(&sock).await;
+    let start = Instant::now();
+    let mut values = 0;
+    for b in &bodies {
+        let (status, _) = send(&mut s, Method::POST, "/v1/lookup", b.clone()).await;
+        assert_eq!(status, 200);
+        values += 1000;
+    }
+    let took = start.elapsed();
+    println!(
+        "batched: {:.0} values/s ({} requests of 1000 values in {took:.2?})",
+        values as f64 / took.as_secs_f64(),
+        bodies.len()
+    );
+
+    // 256 concurrent keep-alive connections.
+    let uris = Arc::new(uris);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..256usize {
+        let uris = uris.clone();
+        let sock = sock.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut s = connect(&sock).await;
+            let mut errors = 0;
+            for i in 0..400 {
+                let (status, _) = send(
+                    &mut s,
+                    Method::GET,
+                    &uris[(c * 400 + i) % uris.len()],
+                    Bytes::new(),
+                )
+                .await;
+                errors += usize::from(status != 200);
+            }
+            errors
+        }));
+    }
+    let mut errors = 0;
+    for t in tasks {
+        errors += t.await.unwrap();
+    }
+    let took = start.elapsed();
+    println!(
+        "256 connections x 400 lookups: {:.0} req/s, errors {errors}",
+        256.0 * 400.0 / took.as_secs_f64()
+    );
+    let rss = rss_kib();
+    println!(
+        "resident memory after the runs: {} MiB ({:.0} B per indicator record, whole process incl. the test clients)",
+        rss / 1024,
+        rss as f64 * 1024.0 / records as f64
+    );
+}
