@@ -10,6 +10,7 @@
 
 mod allowlist;
 pub mod breaker;
+mod fxhash;
 mod protected;
 mod sanity;
 mod syntax;
@@ -25,7 +26,7 @@ use allowlist::Allowlist;
 use ipnet::IpNet;
 use sanity::{Insane, Sanity};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use syntax::{Parsed, UrlHost};
@@ -184,7 +185,7 @@ pub struct Validator {
     lists: Warninglists,
     allow: Allowlist,
     /// Interned MISP type and category strings, so indicators share them.
-    strings: HashMap<Box<str>, Arc<str>>,
+    strings: fxhash::FxHashMap<Box<str>, Arc<str>>,
 }
 
 /// MISP's categories (describeTypes.json), interned at load.
@@ -408,11 +409,11 @@ impl Validator {
                 }
             }
         }
-        let mask = self.lists.mask(&attr.misp_type);
+        let tables = self.lists.tables(&attr.misp_type);
         let mut provenance: Option<Provenance> = None;
         let mut hits = Vec::new();
         for c in checked {
-            match self.check(&c, mask, &mut hits) {
+            match self.check(&c, tables, &mut hits) {
                 Ok(extra) => {
                     let (value, kind) = value_kind(c.parsed, c.part);
                     let mut notes = c.notes;
@@ -437,7 +438,7 @@ impl Validator {
     fn check(
         &self,
         c: &Checked,
-        mask: &[u64],
+        tables: &warninglist::TypeTables,
         hits: &mut Vec<RawHit>,
     ) -> Result<Vec<Box<str>>, (&'static str, String)> {
         let insane = |e: Insane| match e {
@@ -502,7 +503,7 @@ impl Validator {
             },
         };
         hits.clear();
-        self.lists.check(&probe, mask, hits);
+        self.lists.check(&probe, tables, hits);
         let mut notes = Vec::new();
         if !hits.is_empty() {
             let lists = &self.lists.lists;

@@ -48,7 +48,9 @@ const MARKERS: &[(&str, &str)] = &[
 
 /// Whether a value is defanged: `hxxp://`/`fxp://` schemes or one of the bracket markers.
 pub(crate) fn is_defanged(v: &str) -> bool {
-    defanged_scheme(v).is_some() || MARKERS.iter().any(|(m, _)| v.contains(m))
+    // every marker has a bracket: one byte scan settles almost every value
+    let bracket = v.bytes().any(|b| matches!(b, b'[' | b'(' | b'{'));
+    defanged_scheme(v).is_some() || bracket && MARKERS.iter().any(|(m, _)| v.contains(m))
 }
 
 /// The length of a defanged scheme prefix and its replacement.
