@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 const FEED: &str = "/work/shared/data/misp-feed/infoblox-feed";
-const FALLBACK: &str = "tests/fixtures/feed";
+const FALLBACK: &str = "tests/fixtures";
 
 fn str_or_num(v: &Value) -> i64 {
     match v {
@@ -159,8 +159,16 @@ fn main() {
     println!("one pass: accepted {accepted}, skipped {skipped}, rejected by reason {reasons:?}");
     println!("notes on accepted: {notes:?}");
     let mut per_list: BTreeMap<String, usize> = BTreeMap::new();
+    let mut shown = 0;
     for a in &attrs {
         for r in v.judge(&source, a, 0).rejected {
+            if &*r.reason.code != "warninglist" && shown < 25 {
+                shown += 1;
+                println!(
+                    "  rejected {} {:?}: {} ({})",
+                    r.misp_type, r.value, r.reason.code, r.reason.detail
+                );
+            }
             if &*r.reason.code == "warninglist" {
                 let list = r
                     .reason

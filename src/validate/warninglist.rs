@@ -12,7 +12,8 @@
 //! hostname entries lose leading dots as well as trailing ones (dynamic-dns lists are written
 //! `.duckdns.org`), the extracted host loses a `user@` prefix and a `:port` suffix, a CIDR value
 //! also matches when it *contains* a listed range (MISP only checks the other way, MISP/MISP#3156),
-//! and the `/g` flag that PHP rejects is ignored rather than failing the list.
+//! a `string` entry written `.example.com` (misp-warninglists#299: the `google` and `microsoft`
+//! lists) matches that domain and the names under it instead of nothing, and the `/g` flag that PHP rejects is ignored rather than failing the list.
 //!
 //! All lists are merged into one structure per list type (hash maps keyed by entry, a prefix
 //! trie per address family, one Aho-Corasick automaton, one RegexSet); each entry records which
@@ -146,6 +147,10 @@ impl Ids {
     }
 }
 
+/// Set on an id in [`Warninglists::entries`] for a string-list entry written `.domain`, which
+/// is matched like a hostname entry.
+const SUFFIX: u16 = 0x8000;
+
 /// A bit per list.
 pub(crate) type Mask = Box<[u64]>;
 
@@ -190,6 +195,8 @@ pub(crate) struct Warninglists {
     /// Entries of `string` and `hostname` lists in one map (a name's exact lookup serves both
     /// kinds, saving a cache miss); each id's list type says how the entry counts.
     entries: HashMap<Box<str>, Ids>,
+    /// Some string list has `.domain` entries, stored as ids with [`SUFFIX`] set.
+    suffix_strings: bool,
     v4: PrefixMap<Ipv4Net, Ids>,
     v6: PrefixMap<Ipv6Net, Ids>,
     /// One automaton per distinct group of substring lists that apply to some type.
@@ -348,8 +355,8 @@ impl Warninglists {
                 if disabled.contains(&raw.name) {
                     continue;
                 }
-                if w.lists.len() >= u16::MAX as usize {
-                    warnings.push("more than 65535 warninglists: the rest are skipped".into());
+                if w.lists.len() >= SUFFIX as usize {
+                    warnings.push("more than 32767 warninglists: the rest are skipped".into());
                     break;
                 }
                 let lid = w.lists.len() as u16;
@@ -387,7 +394,16 @@ impl Warninglists {
                     ListType::String => {
                         for e in entries {
                             let e = e.trim();
-                            if !e.is_empty() {
+                            if let Some(d) = e.strip_prefix('.') {
+                                // `.example.com` in a string list (misp-warninglists#299): the
+                                // author meant the domain and every name under it
+                                let d = d.trim_end_matches('.').to_ascii_lowercase();
+                                if !d.is_empty() {
+                                    add(&mut w.entries, &d, lid | SUFFIX);
+                                    w.suffix_strings = true;
+                                    count += 1;
+                                }
+                            } else if !e.is_empty() {
                                 add(&mut w.entries, e, lid);
                                 count += 1;
                             }
@@ -590,18 +606,18 @@ impl Warninglists {
             } else {
                 extract_host(p.text)
             };
-            let kind = |id: &u16| self.lists[*id as usize].kind;
+            let kind = |id: u16| self.lists[id as usize].kind;
             let exact = if t.strings {
                 self.entries.get(p.text)
             } else {
                 None
             };
-            if let Some(ids) = exact {
-                for id in ids.slice().iter().filter(|id| kind(id) == ListType::String) {
-                    push(out, &[*id], true);
+            for &id in exact.map_or(&[][..], Ids::slice) {
+                if id & SUFFIX == 0 && kind(id) == ListType::String {
+                    push(out, &[id], true);
                 }
             }
-            if t.hostnames {
+            if t.hostnames || t.strings && self.suffix_strings {
                 let mut rest = host;
                 loop {
                     // a name's full host was looked up above already
@@ -611,9 +627,13 @@ impl Warninglists {
                         self.entries.get(rest)
                     };
                     let covers = p.is_name && rest.len() == host.len();
-                    for id in ids.map_or(&[][..], Ids::slice) {
-                        if kind(id) == ListType::Hostname {
-                            push(out, &[*id], covers);
+                    for &id in ids.map_or(&[][..], Ids::slice) {
+                        let suffix_entry = id & SUFFIX != 0;
+                        let id = id & !SUFFIX;
+                        if suffix_entry && t.strings
+                            || !suffix_entry && t.hostnames && kind(id) == ListType::Hostname
+                        {
+                            push(out, &[id], covers);
                         }
                     }
                     match rest.split_once('.') {
@@ -747,6 +767,11 @@ mod tests {
         write_list(d.path(), "broken", r#"{"name": "#);
         write_list(
             d.path(),
+            "dotted",
+            r#"{"name":"Dotted","type":"string","list":[".Google.ad", "exact.example"],"description":"d","version":1}"#,
+        );
+        write_list(
+            d.path(),
             "badre",
             r#"{"name":"Bad","type":"regex","list":["/(/"],"description":"d","version":1}"#,
         );
@@ -762,7 +787,7 @@ mod tests {
         );
         let mut warn = vec![];
         let w = Warninglists::load(&[d.path().to_path_buf()], &BTreeMap::new(), &[], &mut warn);
-        assert_eq!(w.lists.len(), 3, "{warn:?}");
+        assert_eq!(w.lists.len(), 4, "{warn:?}");
         assert_eq!(warn.len(), 3, "{warn:?}");
         let hits = |text: &str, net: Option<&str>, t: &str| {
             let mut out = vec![];
@@ -780,6 +805,19 @@ mod tests {
             hits("evil.example.com", None, "domain"),
             vec![("arr".into(), true)]
         );
+        assert_eq!(
+            hits("www.google.ad", None, "domain"),
+            vec![("dotted".into(), false)]
+        );
+        assert_eq!(
+            hits("google.ad", None, "domain"),
+            vec![("dotted".into(), true)]
+        );
+        assert_eq!(
+            hits("exact.example", None, "domain"),
+            vec![("dotted".into(), true)]
+        );
+        assert!(hits("a.exact.example", None, "domain").is_empty());
         assert_eq!(
             hits("x.duckdns.org", None, "domain"),
             vec![("host".into(), false)]
