@@ -307,10 +307,16 @@ impl Validator {
             (crate::normalize::hex(&v).unwrap_or(v), None, false)
         };
         let mut hits = Vec::new();
+        let registrable = if is_name {
+            psl::domain_str(&text).map_or(0, str::len)
+        } else {
+            0
+        };
         let probe = Probe {
             text: &text,
             net,
             is_name,
+            registrable,
         };
         self.lists.check(&probe, self.lists.all(), &mut hits);
         hits.iter()
@@ -389,6 +395,9 @@ impl Validator {
             };
             match syntax::parse(part, &v) {
                 Ok(Some(parsed)) => {
+                    if part == Part::Url && !v.contains("://") {
+                        notes.push(Box::from("scheme-added"));
+                    }
                     if let Parsed::Net(n) = &parsed {
                         if syntax::had_host_bits(&v) {
                             notes.push(format!("host bits cleared: {v} published as {n}").into());
@@ -460,11 +469,12 @@ impl Validator {
                     text: &ip_text,
                     net: Some(*n),
                     is_name: false,
+                    registrable: 0,
                 }
             }
             Parsed::Name(name) => {
                 let domain = self.is_domain(c);
-                self.sanity.check_name(name).map_err(insane)?;
+                let registrable = self.sanity.check_name(name).map_err(insane)?;
                 if let Some(why) = self.protected.name(name, domain) {
                     return Err(protected(why));
                 }
@@ -472,9 +482,11 @@ impl Validator {
                     text: name,
                     net: None,
                     is_name: true,
+                    registrable,
                 }
             }
             Parsed::Url { text, host } => {
+                let mut registrable = 0;
                 match host {
                     UrlHost::Ip(a) => {
                         let n = IpNet::from(*a);
@@ -484,7 +496,7 @@ impl Validator {
                         }
                     }
                     UrlHost::Name(h) => {
-                        self.sanity.check_name(h).map_err(insane)?;
+                        registrable = self.sanity.check_name(h).map_err(insane)?;
                         if let Some(why) = self.protected.name(h, false) {
                             return Err(protected(why));
                         }
@@ -494,12 +506,14 @@ impl Validator {
                     text,
                     net: None,
                     is_name: false,
+                    registrable,
                 }
             }
             Parsed::Email(t) | Parsed::Hash(t) | Parsed::Text(t) => Probe {
                 text: t,
                 net: None,
                 is_name: false,
+                registrable: 0,
             },
         };
         hits.clear();

@@ -13,7 +13,10 @@
 //! `.duckdns.org`), the extracted host loses a `user@` prefix and a `:port` suffix, a CIDR value
 //! also matches when it *contains* a listed range (MISP only checks the other way, MISP/MISP#3156),
 //! a `string` entry written `.example.com` (misp-warninglists#299: the `google` and `microsoft`
-//! lists) matches that domain and the names under it instead of nothing, and the `/g` flag that PHP rejects is ignored rather than failing the list.
+//! lists) matches that domain and the names under it instead of nothing, a hostname entry that
+//! is a public suffix of the value (PSL, private section included: `blogspot.com`, `github.io`,
+//! `duckdns.org`) does not clear the tenants under it in a false-positive list (tranco10k lists
+//! blogspot.com; 230 real Infoblox phishing names sit under such platforms), and the `/g` flag that PHP rejects is ignored rather than failing the list.
 //!
 //! All lists are merged into one structure per list type (hash maps keyed by entry, a prefix
 //! trie per address family, one Aho-Corasick automaton, one RegexSet); each entry records which
@@ -175,6 +178,9 @@ pub(crate) struct Probe<'a> {
     /// Whether the value is itself a name (domain/hostname), so a hostname hit on the whole
     /// value covers the entry.
     pub is_name: bool,
+    /// Length of the value's registrable domain (0 when unknown). A hostname entry shorter than
+    /// it is a platform the value is a tenant of (`blogspot.com` for `evil.blogspot.com`).
+    pub registrable: usize,
 }
 
 /// What applies to one MISP type: the lists (as a mask), and which substring automaton and
@@ -627,9 +633,15 @@ impl Warninglists {
                         self.entries.get(rest)
                     };
                     let covers = p.is_name && rest.len() == host.len();
+                    let tenant = rest.len() < p.registrable;
                     for &id in ids.map_or(&[][..], Ids::slice) {
                         let suffix_entry = id & SUFFIX != 0;
                         let id = id & !SUFFIX;
+                        // a popular platform does not vouch for its tenants; a known-services
+                        // list (dynamic DNS) is about exactly those tenants
+                        if tenant && self.lists[id as usize].category != Category::Known {
+                            continue;
+                        }
                         if suffix_entry && t.strings
                             || !suffix_entry && t.hostnames && kind(id) == ListType::Hostname
                         {
@@ -795,6 +807,7 @@ mod tests {
                 text,
                 net: net.map(|n| super::super::syntax::parse_net(n, true).unwrap()),
                 is_name: !text.contains('/'),
+                registrable: 0,
             };
             w.check(&p, w.tables(t), &mut out);
             out.iter()
