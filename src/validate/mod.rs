@@ -307,8 +307,9 @@ impl Validator {
             (crate::normalize::hex(&v).unwrap_or(v), None, false)
         };
         let mut hits = Vec::new();
-        let registrable = if is_name {
-            psl::domain_str(&text).map_or(0, str::len)
+        let registrable = if is_name || net.is_none() && text.contains("://") {
+            let host = warninglist::extract_host(&text);
+            psl::domain_str(host).map_or(0, str::len)
         } else {
             0
         };

@@ -426,7 +426,9 @@ impl Warninglists {
                     }
                     ListType::Cidr => {
                         for e in entries {
-                            match super::syntax::parse_net(e.trim(), true) {
+                            // `::ffff:a.b.c.d` entries are IPv4 entries, as probes are
+                            let net = super::syntax::parse_net(e.trim(), true);
+                            match net.map(super::sanity::as_v4) {
                                 Ok(IpNet::V4(n)) => add_net(&mut w.v4, n, lid),
                                 Ok(IpNet::V6(n)) => add_net(&mut w.v6, n, lid),
                                 Err(_) => {
