@@ -689,3 +689,79 @@ impl Interner {
         };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    fn attr(t: &str, v: &str, event: &str) -> Attribute {
+        Attribute {
+            uuid: format!("attr-{v}"),
+            event_uuid: Some(event.into()),
+            misp_type: t.into(),
+            category: "Network activity".into(),
+            value: v.into(),
+            to_ids: true,
+            deleted: false,
+            timestamp: 1,
+            tags: vec!["tlp:white".into(), "infoblox".into()],
+            last_seen: None,
+            event_published: None,
+        }
+    }
+
+    #[test]
+    fn validator_is_shareable_and_interner_dedups() {
+        assert_send_sync::<Validator>();
+        let s = Settings {
+            warninglists: vec![],
+            allowlist: None,
+            ..Settings::default()
+        };
+        let (v, w) = Validator::load(&s, Protected::default());
+        assert!(w.is_empty(), "{w:?}");
+        let src: Arc<str> = Arc::from("feed");
+        let mut inds: Vec<Indicator> = ["a-evil.xyz", "b-evil.xyz"]
+            .iter()
+            .flat_map(|d| v.judge(&src, &attr("domain", d, "ev-1"), 0).accepted)
+            .collect();
+        assert_eq!(inds.len(), 2);
+        // type and category are interned by the validator already
+        assert!(Arc::ptr_eq(
+            &inds[0].provenance.category,
+            &inds[1].provenance.category
+        ));
+        assert!(!Arc::ptr_eq(
+            inds[0].provenance.event_uuid.as_ref().unwrap(),
+            inds[1].provenance.event_uuid.as_ref().unwrap()
+        ));
+        let mut i = Interner::default();
+        for ind in &mut inds {
+            i.intern(ind);
+        }
+        let (a, b) = (&inds[0].provenance, &inds[1].provenance);
+        assert!(Arc::ptr_eq(
+            a.event_uuid.as_ref().unwrap(),
+            b.event_uuid.as_ref().unwrap()
+        ));
+        assert!(Arc::ptr_eq(&a.tags, &b.tags));
+        assert_eq!(&*a.tags[1], "infoblox");
+    }
+
+    #[test]
+    fn missing_list_directory_is_a_warning_not_an_error() {
+        let s = Settings {
+            warninglists: vec![PathBuf::from("/nonexistent/warninglists")],
+            allowlist: None,
+            warninglist_actions: [("no-such-list".to_string(), Action::Inform)].into(),
+            ..Settings::default()
+        };
+        let (v, w) = Validator::load(&s, Protected::default());
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("/nonexistent/warninglists"));
+        assert!(w[1].contains("no-such-list"));
+        assert_eq!(v.stats().warninglists, 0);
+    }
+}
