@@ -186,6 +186,15 @@ pub struct Validator {
     allow: Allowlist,
     /// Interned MISP type and category strings, so indicators share them.
     strings: fxhash::FxHashMap<Box<str>, Arc<str>>,
+    /// Per indexed MISP type, everything judging needs, found with one lookup.
+    types: fxhash::FxHashMap<Box<str>, TypeInfo>,
+}
+
+#[derive(Debug)]
+struct TypeInfo {
+    shape: Shape,
+    name: Arc<str>,
+    tables: warninglist::TypeTables,
 }
 
 /// MISP's categories (describeTypes.json), interned at load.
@@ -255,10 +264,21 @@ impl Validator {
         };
         let strings = CATEGORIES
             .iter()
-            .chain(types::INDEXED_TYPES)
             .map(|s| (Box::from(*s), Arc::from(*s)))
             .collect();
+        let types = types::INDEXED_TYPES
+            .iter()
+            .filter_map(|t| {
+                let info = TypeInfo {
+                    shape: types::shape(t)?,
+                    name: Arc::from(*t),
+                    tables: lists.tables(t).clone(),
+                };
+                Some((Box::from(*t), info))
+            })
+            .collect();
         let v = Validator {
+            types,
             refang: settings.refang,
             sanity: Sanity::new(allowed, settings.min_prefix_v4, settings.min_prefix_v6),
             protected,
@@ -337,8 +357,8 @@ impl Validator {
     /// (comment, text, link, email-attachment...) and deleted attributes are `skipped`.
     pub fn judge(&self, source: &Arc<str>, attr: &Attribute, now: i64) -> Judged {
         let mut out = Judged::default();
-        let shape = match types::shape(&attr.misp_type) {
-            Some(s) if !attr.deleted => s,
+        let info = match self.types.get(attr.misp_type.as_str()) {
+            Some(i) if !attr.deleted => i,
             _ => {
                 out.skipped = true;
                 return out;
@@ -358,9 +378,9 @@ impl Validator {
             at: now,
         };
         // Syntax of every part first: one malformed half makes the whole attribute malformed.
-        let mut checked: Vec<Checked> = Vec::with_capacity(2);
+        let mut checked: [Option<Checked>; 2] = [None, None];
         let parts: [(Part, &str, &'static str); 2];
-        let parts: &[(Part, &str, &'static str)] = match shape {
+        let parts: &[(Part, &str, &'static str)] = match info.shape {
             Shape::Single(p) => {
                 parts = [(p, raw, ""), (Part::Ignored, "", "")];
                 &parts[..1]
@@ -404,7 +424,8 @@ impl Validator {
                             notes.push(format!("host bits cleared: {v} published as {n}").into());
                         }
                     }
-                    checked.push(Checked {
+                    let slot = if checked[0].is_none() { 0 } else { 1 };
+                    checked[slot] = Some(Checked {
                         parsed,
                         notes,
                         label,
@@ -419,17 +440,17 @@ impl Validator {
                 }
             }
         }
-        let tables = self.lists.tables(&attr.misp_type);
+        let tables = &info.tables;
         let mut provenance: Option<Provenance> = None;
         let mut hits = Vec::new();
-        for c in checked {
+        for c in checked.into_iter().flatten() {
             match self.check(&c, tables, &mut hits) {
                 Ok(extra) => {
                     let (value, kind) = value_kind(c.parsed, c.part);
                     let mut notes = c.notes;
                     notes.extend(extra);
                     let p = provenance
-                        .get_or_insert_with(|| self.provenance(source, attr))
+                        .get_or_insert_with(|| self.provenance(source, attr, &info.name))
                         .clone();
                     out.accepted.push(Indicator {
                         value: value.into_boxed_str(),
@@ -585,12 +606,12 @@ impl Validator {
         self.strings.get(s).cloned().unwrap_or_else(|| Arc::from(s))
     }
 
-    fn provenance(&self, source: &Arc<str>, attr: &Attribute) -> Provenance {
+    fn provenance(&self, source: &Arc<str>, attr: &Attribute, misp_type: &Arc<str>) -> Provenance {
         Provenance {
             source: source.clone(),
             event_uuid: attr.event_uuid.as_deref().map(Arc::from),
             attribute_uuid: Arc::from(attr.uuid.as_str()),
-            misp_type: self.intern(&attr.misp_type),
+            misp_type: misp_type.clone(),
             category: self.intern(&attr.category),
             tags: attr.tags.iter().map(|t| Arc::from(t.as_str())).collect(),
             timestamp: attr.timestamp,
