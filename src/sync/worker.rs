@@ -192,12 +192,17 @@ impl Worker {
             let mut indicators = Vec::with_capacity(selected.len());
             let mut rejected = Vec::new();
             let mut skipped = 0;
+            // One copy of each event uuid and tag list for the whole set, not one per indicator.
+            let mut interner = crate::validate::Interner::default();
             for a in &selected {
                 let j = validator.judge(&name, a, now);
                 if j.skipped {
                     skipped += 1;
                 }
-                indicators.extend(j.accepted);
+                for mut ind in j.accepted {
+                    interner.intern(&mut ind);
+                    indicators.push(ind);
+                }
                 rejected.extend(j.rejected);
             }
             (indicators, rejected, skipped, selected.len())

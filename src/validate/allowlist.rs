@@ -5,9 +5,9 @@
 //! name under it), a plain name (that name; a domain indicator covering it is held back too),
 //! or any other value (URL, email, hash...) compared in canonical form.
 
+use super::fxhash::FxHashSet as HashSet;
 use super::syntax;
 use ipnet::IpNet;
-use std::collections::HashSet;
 use std::path::Path;
 
 #[derive(Debug, Default)]
@@ -91,6 +91,9 @@ impl Allowlist {
     /// A name is held back if it is listed, under a `*.` entry, or (for a domain indicator)
     /// a parent of a listed name.
     pub(crate) fn name(&self, name: &str, covers_subdomains: bool) -> Option<String> {
+        if self.names.is_empty() && self.wildcards.is_empty() {
+            return None;
+        }
         if self.names.contains(name) {
             return Some(format!("{name} is allowlisted"));
         }
@@ -114,6 +117,9 @@ impl Allowlist {
     }
 
     pub(crate) fn value(&self, v: &str) -> Option<String> {
+        if self.values.is_empty() {
+            return None;
+        }
         self.values
             .contains(v)
             .then(|| format!("{v} is allowlisted"))

@@ -10,6 +10,7 @@
 
 mod allowlist;
 pub mod breaker;
+mod fxhash;
 mod protected;
 mod sanity;
 mod syntax;
@@ -25,7 +26,7 @@ use allowlist::Allowlist;
 use ipnet::IpNet;
 use sanity::{Insane, Sanity};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use syntax::{Parsed, UrlHost};
@@ -184,7 +185,16 @@ pub struct Validator {
     lists: Warninglists,
     allow: Allowlist,
     /// Interned MISP type and category strings, so indicators share them.
-    strings: HashMap<Box<str>, Arc<str>>,
+    strings: fxhash::FxHashMap<Box<str>, Arc<str>>,
+    /// Per indexed MISP type, everything judging needs, found with one lookup.
+    types: fxhash::FxHashMap<Box<str>, TypeInfo>,
+}
+
+#[derive(Debug)]
+struct TypeInfo {
+    shape: Shape,
+    name: Arc<str>,
+    tables: warninglist::TypeTables,
 }
 
 /// MISP's categories (describeTypes.json), interned at load.
@@ -254,10 +264,21 @@ impl Validator {
         };
         let strings = CATEGORIES
             .iter()
-            .chain(types::INDEXED_TYPES)
             .map(|s| (Box::from(*s), Arc::from(*s)))
             .collect();
+        let types = types::INDEXED_TYPES
+            .iter()
+            .filter_map(|t| {
+                let info = TypeInfo {
+                    shape: types::shape(t)?,
+                    name: Arc::from(*t),
+                    tables: lists.tables(t).clone(),
+                };
+                Some((Box::from(*t), info))
+            })
+            .collect();
         let v = Validator {
+            types,
             refang: settings.refang,
             sanity: Sanity::new(allowed, settings.min_prefix_v4, settings.min_prefix_v6),
             protected,
@@ -306,10 +327,17 @@ impl Validator {
             (crate::normalize::hex(&v).unwrap_or(v), None, false)
         };
         let mut hits = Vec::new();
+        let registrable = if is_name || net.is_none() && text.contains("://") {
+            let host = warninglist::extract_host(&text);
+            psl::domain_str(host).map_or(0, str::len)
+        } else {
+            0
+        };
         let probe = Probe {
             text: &text,
             net,
             is_name,
+            registrable,
         };
         self.lists.check(&probe, self.lists.all(), &mut hits);
         hits.iter()
@@ -329,8 +357,8 @@ impl Validator {
     /// (comment, text, link, email-attachment...) and deleted attributes are `skipped`.
     pub fn judge(&self, source: &Arc<str>, attr: &Attribute, now: i64) -> Judged {
         let mut out = Judged::default();
-        let shape = match types::shape(&attr.misp_type) {
-            Some(s) if !attr.deleted => s,
+        let info = match self.types.get(attr.misp_type.as_str()) {
+            Some(i) if !attr.deleted => i,
             _ => {
                 out.skipped = true;
                 return out;
@@ -350,9 +378,9 @@ impl Validator {
             at: now,
         };
         // Syntax of every part first: one malformed half makes the whole attribute malformed.
-        let mut checked: Vec<Checked> = Vec::with_capacity(2);
+        let mut checked: [Option<Checked>; 2] = [None, None];
         let parts: [(Part, &str, &'static str); 2];
-        let parts: &[(Part, &str, &'static str)] = match shape {
+        let parts: &[(Part, &str, &'static str)] = match info.shape {
             Shape::Single(p) => {
                 parts = [(p, raw, ""), (Part::Ignored, "", "")];
                 &parts[..1]
@@ -388,12 +416,16 @@ impl Validator {
             };
             match syntax::parse(part, &v) {
                 Ok(Some(parsed)) => {
+                    if part == Part::Url && !v.contains("://") {
+                        notes.push(Box::from("scheme-added"));
+                    }
                     if let Parsed::Net(n) = &parsed {
                         if syntax::had_host_bits(&v) {
                             notes.push(format!("host bits cleared: {v} published as {n}").into());
                         }
                     }
-                    checked.push(Checked {
+                    let slot = if checked[0].is_none() { 0 } else { 1 };
+                    checked[slot] = Some(Checked {
                         parsed,
                         notes,
                         label,
@@ -408,17 +440,17 @@ impl Validator {
                 }
             }
         }
-        let mask = self.lists.mask(&attr.misp_type);
+        let tables = &info.tables;
         let mut provenance: Option<Provenance> = None;
         let mut hits = Vec::new();
-        for c in checked {
-            match self.check(&c, mask, &mut hits) {
+        for c in checked.into_iter().flatten() {
+            match self.check(&c, tables, &mut hits) {
                 Ok(extra) => {
                     let (value, kind) = value_kind(c.parsed, c.part);
                     let mut notes = c.notes;
                     notes.extend(extra);
                     let p = provenance
-                        .get_or_insert_with(|| self.provenance(source, attr))
+                        .get_or_insert_with(|| self.provenance(source, attr, &info.name))
                         .clone();
                     out.accepted.push(Indicator {
                         value: value.into_boxed_str(),
@@ -437,7 +469,7 @@ impl Validator {
     fn check(
         &self,
         c: &Checked,
-        mask: &[u64],
+        tables: &warninglist::TypeTables,
         hits: &mut Vec<RawHit>,
     ) -> Result<Vec<Box<str>>, (&'static str, String)> {
         let insane = |e: Insane| match e {
@@ -459,11 +491,12 @@ impl Validator {
                     text: &ip_text,
                     net: Some(*n),
                     is_name: false,
+                    registrable: 0,
                 }
             }
             Parsed::Name(name) => {
                 let domain = self.is_domain(c);
-                self.sanity.check_name(name).map_err(insane)?;
+                let registrable = self.sanity.check_name(name).map_err(insane)?;
                 if let Some(why) = self.protected.name(name, domain) {
                     return Err(protected(why));
                 }
@@ -471,9 +504,11 @@ impl Validator {
                     text: name,
                     net: None,
                     is_name: true,
+                    registrable,
                 }
             }
             Parsed::Url { text, host } => {
+                let mut registrable = 0;
                 match host {
                     UrlHost::Ip(a) => {
                         let n = IpNet::from(*a);
@@ -483,7 +518,7 @@ impl Validator {
                         }
                     }
                     UrlHost::Name(h) => {
-                        self.sanity.check_name(h).map_err(insane)?;
+                        registrable = self.sanity.check_name(h).map_err(insane)?;
                         if let Some(why) = self.protected.name(h, false) {
                             return Err(protected(why));
                         }
@@ -493,16 +528,18 @@ impl Validator {
                     text,
                     net: None,
                     is_name: false,
+                    registrable,
                 }
             }
             Parsed::Email(t) | Parsed::Hash(t) | Parsed::Text(t) => Probe {
                 text: t,
                 net: None,
                 is_name: false,
+                registrable: 0,
             },
         };
         hits.clear();
-        self.lists.check(&probe, mask, hits);
+        self.lists.check(&probe, tables, hits);
         let mut notes = Vec::new();
         if !hits.is_empty() {
             let lists = &self.lists.lists;
@@ -569,12 +606,12 @@ impl Validator {
         self.strings.get(s).cloned().unwrap_or_else(|| Arc::from(s))
     }
 
-    fn provenance(&self, source: &Arc<str>, attr: &Attribute) -> Provenance {
+    fn provenance(&self, source: &Arc<str>, attr: &Attribute, misp_type: &Arc<str>) -> Provenance {
         Provenance {
             source: source.clone(),
             event_uuid: attr.event_uuid.as_deref().map(Arc::from),
             attribute_uuid: Arc::from(attr.uuid.as_str()),
-            misp_type: self.intern(&attr.misp_type),
+            misp_type: misp_type.clone(),
             category: self.intern(&attr.category),
             tags: attr.tags.iter().map(|t| Arc::from(t.as_str())).collect(),
             timestamp: attr.timestamp,
@@ -671,5 +708,81 @@ impl Interner {
                 t
             }
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    fn attr(t: &str, v: &str, event: &str) -> Attribute {
+        Attribute {
+            uuid: format!("attr-{v}"),
+            event_uuid: Some(event.into()),
+            misp_type: t.into(),
+            category: "Network activity".into(),
+            value: v.into(),
+            to_ids: true,
+            deleted: false,
+            timestamp: 1,
+            tags: vec!["tlp:white".into(), "infoblox".into()],
+            last_seen: None,
+            event_published: None,
+        }
+    }
+
+    #[test]
+    fn validator_is_shareable_and_interner_dedups() {
+        assert_send_sync::<Validator>();
+        let s = Settings {
+            warninglists: vec![],
+            allowlist: None,
+            ..Settings::default()
+        };
+        let (v, w) = Validator::load(&s, Protected::default());
+        assert!(w.is_empty(), "{w:?}");
+        let src: Arc<str> = Arc::from("feed");
+        let mut inds: Vec<Indicator> = ["a-evil.xyz", "b-evil.xyz"]
+            .iter()
+            .flat_map(|d| v.judge(&src, &attr("domain", d, "ev-1"), 0).accepted)
+            .collect();
+        assert_eq!(inds.len(), 2);
+        // type and category are interned by the validator already
+        assert!(Arc::ptr_eq(
+            &inds[0].provenance.category,
+            &inds[1].provenance.category
+        ));
+        assert!(!Arc::ptr_eq(
+            inds[0].provenance.event_uuid.as_ref().unwrap(),
+            inds[1].provenance.event_uuid.as_ref().unwrap()
+        ));
+        let mut i = Interner::default();
+        for ind in &mut inds {
+            i.intern(ind);
+        }
+        let (a, b) = (&inds[0].provenance, &inds[1].provenance);
+        assert!(Arc::ptr_eq(
+            a.event_uuid.as_ref().unwrap(),
+            b.event_uuid.as_ref().unwrap()
+        ));
+        assert!(Arc::ptr_eq(&a.tags, &b.tags));
+        assert_eq!(&*a.tags[1], "infoblox");
+    }
+
+    #[test]
+    fn missing_list_directory_is_a_warning_not_an_error() {
+        let s = Settings {
+            warninglists: vec![PathBuf::from("/nonexistent/warninglists")],
+            allowlist: None,
+            warninglist_actions: [("no-such-list".to_string(), Action::Inform)].into(),
+            ..Settings::default()
+        };
+        let (v, w) = Validator::load(&s, Protected::default());
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("/nonexistent/warninglists"));
+        assert!(w[1].contains("no-such-list"));
+        assert_eq!(v.stats().warninglists, 0);
     }
 }

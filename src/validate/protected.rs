@@ -38,8 +38,8 @@ impl Protected {
             );
         }
         for h in misp_hosts {
-            let host = h.trim().trim_end_matches('.').to_ascii_lowercase();
-            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            let host = host_part(h);
+            let bare = host.as_str();
             if let Ok(a) = bare.parse::<IpAddr>() {
                 p.add_addr(a, format!("MISP server address {a}"));
                 continue;
@@ -103,6 +103,28 @@ impl Protected {
             .find(|(p, _)| p == name || (covers_subdomains && super::is_subdomain_of(p, name)))
             .map(|(_, why)| why.as_str())
     }
+}
+
+/// The host of a MISP server given as a name, `name:port`, `[v6]:port` or a URL.
+fn host_part(h: &str) -> String {
+    let h = h.trim();
+    let h = match url::Url::parse(h) {
+        Ok(u) if h.contains("://") => u.host_str().unwrap_or("").to_string(),
+        _ => h.to_string(),
+    };
+    let h = if h.parse::<IpAddr>().is_ok() {
+        h
+    } else if let Some(rest) = h.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("").to_string()
+    } else {
+        h.rsplit_once(':')
+            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(h.clone(), |(n, _)| n.to_string())
+    };
+    h.trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase()
 }
 
 /// `LOCAL` addresses from `/proc/net/fib_trie`: a `|-- a.b.c.d` line followed by `/32 host LOCAL`.
@@ -223,6 +245,28 @@ mod tests {
         assert!(p.net(&net("9.9.0.0/16")).is_some());
         assert!(p.net(&net("198.51.100.20")).unwrap().contains("MISP"));
         assert!(p.net(&net("9.9.9.10")).is_none());
+    }
+
+    #[test]
+    fn misp_hosts_in_any_spelling() {
+        assert_eq!(
+            host_part("https://MISP.example.org:8443/"),
+            "misp.example.org"
+        );
+        assert_eq!(host_part("misp.example.org:443"), "misp.example.org");
+        assert_eq!(host_part("misp.example.org."), "misp.example.org");
+        assert_eq!(host_part("[2001:db8::5]:443"), "2001:db8::5");
+        assert_eq!(host_part("https://[2001:db8::5]/"), "2001:db8::5");
+        assert_eq!(host_part("2001:db8::5"), "2001:db8::5");
+        let dir = tempfile::tempdir().unwrap();
+        let p = Protected::discover(
+            &["https://misp.invalid:8443".into()],
+            &dir.path().join("none"),
+        );
+        assert!(p
+            .name("misp.invalid", false)
+            .unwrap()
+            .contains("MISP server"));
     }
 
     #[test]

@@ -111,8 +111,10 @@ impl Sanity {
         }
     }
 
-    /// Public-suffix-only names (`com`, `co.uk`) and special-use names.
-    pub(crate) fn check_name(&self, name: &str) -> Result<(), Insane> {
+    /// Public-suffix-only names (`com`, `co.uk`, `github.io`) and special-use names. `Ok`
+    /// carries the length of the name's registrable domain (`evil.example.co.uk` ->
+    /// `example.co.uk`).
+    pub(crate) fn check_name(&self, name: &str) -> Result<usize, Insane> {
         for s in SPECIAL_NAMES {
             if name == *s || name.strip_suffix(s).is_some_and(|p| p.ends_with('.')) {
                 return Err(Insane::Bogon(format!(
@@ -120,10 +122,10 @@ impl Sanity {
                 )));
             }
         }
-        if psl::suffix_str(name) == Some(name) {
-            return Err(Insane::PublicSuffix(format!("{name} is a public suffix")));
+        match psl::domain_str(name) {
+            Some(d) => Ok(d.len()),
+            None => Err(Insane::PublicSuffix(format!("{name} is a public suffix"))),
         }
-        Ok(())
     }
 }
 
@@ -267,7 +269,8 @@ mod tests {
             Err(Insane::Bogon(_))
         ));
         assert!(matches!(s().check_name("localhost"), Err(Insane::Bogon(_))));
-        assert_eq!(s().check_name("evil.co.uk"), Ok(()));
-        assert_eq!(s().check_name("notlocal.com"), Ok(()));
+        assert_eq!(s().check_name("evil.co.uk"), Ok("evil.co.uk".len()));
+        assert_eq!(s().check_name("a.b.notlocal.com"), Ok("notlocal.com".len()));
+        assert_eq!(s().check_name("x.blogspot.com"), Ok("x.blogspot.com".len()));
     }
 }

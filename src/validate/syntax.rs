@@ -48,7 +48,9 @@ const MARKERS: &[(&str, &str)] = &[
 
 /// Whether a value is defanged: `hxxp://`/`fxp://` schemes or one of the bracket markers.
 pub(crate) fn is_defanged(v: &str) -> bool {
-    defanged_scheme(v).is_some() || MARKERS.iter().any(|(m, _)| v.contains(m))
+    // every marker has a bracket: one byte scan settles almost every value
+    let bracket = v.bytes().any(|b| matches!(b, b'[' | b'(' | b'{'));
+    defanged_scheme(v).is_some() || bracket && MARKERS.iter().any(|(m, _)| v.contains(m))
 }
 
 /// The length of a defanged scheme prefix and its replacement.
@@ -163,6 +165,9 @@ pub(crate) fn name(v: &str) -> Result<String, String> {
     }
     let n = normalize::domain(v).ok_or_else(|| format!("`{v}` is not a valid (IDN) name"))?;
     check_ascii_name(&n)?;
+    if n.contains("xn--") && idna::domain_to_unicode(&n).1.is_err() {
+        return Err(format!("`{v}` has invalid punycode"));
+    }
     Ok(n)
 }
 
@@ -201,9 +206,17 @@ fn url(v: &str) -> Result<Parsed, String> {
     if v.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!("`{v}` contains whitespace"));
     }
-    if !v.contains("://") {
-        return Err(format!("`{v}` has no scheme (an absolute URL is required)"));
-    }
+    let with_scheme;
+    let v = if v.contains("://") {
+        v
+    } else if schemeless_host(v) {
+        with_scheme = format!("http://{v}");
+        &with_scheme
+    } else {
+        return Err(format!(
+            "`{v}` has no scheme and does not start with a host name"
+        ));
+    };
     let u = url::Url::parse(v).map_err(|e| format!("`{v}` is not a URL: {e}"))?;
     let host = match u.host() {
         Some(url::Host::Domain(d)) => {
@@ -216,6 +229,27 @@ fn url(v: &str) -> Result<Parsed, String> {
     };
     let text = normalize::url(v).ok_or_else(|| format!("`{v}` is not a URL"))?;
     Ok(Parsed::Url { text, host })
+}
+
+/// A URL written without its scheme (MISP/MISP#8789: `www.evil.top/x`, common in synced
+/// data): true when it starts with an IP address or a name under a real public suffix, so
+/// file names such as `igfxtray.exe` or `Data/dtl.dat` are not mistaken for hosts.
+pub(crate) fn schemeless_host(v: &str) -> bool {
+    let host = v.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit_once(':').map_or(host, |(h, p)| {
+        if p.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    if host.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    match name(host) {
+        Ok(n) => psl::suffix(n.as_bytes()).is_some_and(|s| s.is_known()),
+        Err(_) => false,
+    }
 }
 
 fn email(v: &str) -> Result<String, String> {
@@ -262,6 +296,8 @@ mod tests {
         assert!(name("host.123").is_err());
         assert!(name(&format!("{}.com", "a".repeat(64))).is_err());
         assert_eq!(name("_dmarc.example.com").unwrap(), "_dmarc.example.com");
+        assert!(name("xn--a.de").unwrap_err().contains("punycode"));
+        assert_eq!(name("xn--bcher-kva.de").unwrap(), "xn--bcher-kva.de");
     }
 
     #[test]
@@ -289,7 +325,19 @@ mod tests {
         assert!(parse(Part::Port, "443").unwrap().is_none());
         assert!(parse(Part::Port, "70000").is_err());
         assert!(parse(Part::Port, "+80").is_err());
-        assert!(parse(Part::Url, "balticpipe.playroom8.site").is_err());
+        match parse(Part::Url, "www.kcico.com.tw/data/openwebmail/doc/wthk.txt").unwrap() {
+            Some(Parsed::Url { text, .. }) => {
+                assert_eq!(
+                    text,
+                    "http://www.kcico.com.tw/data/openwebmail/doc/wthk.txt"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(Part::Url, "198.55.120.143:7386/B/ResN32.dll").is_ok());
+        for bad in ["igfxtray.exe", "Data/dtl.dat", "107.183.86"] {
+            assert!(parse(Part::Url, bad).is_err(), "{bad}");
+        }
         assert!(parse(Part::Url, "mailto:a@b.com").is_err());
         match parse(Part::Url, "HTTP://Evil.Example.com:80/a#x").unwrap() {
             Some(Parsed::Url { text, host }) => {

@@ -12,19 +12,24 @@
 //! hostname entries lose leading dots as well as trailing ones (dynamic-dns lists are written
 //! `.duckdns.org`), the extracted host loses a `user@` prefix and a `:port` suffix, a CIDR value
 //! also matches when it *contains* a listed range (MISP only checks the other way, MISP/MISP#3156),
-//! and the `/g` flag that PHP rejects is ignored rather than failing the list.
+//! a `string` entry written `.example.com` (misp-warninglists#299: the `google` and `microsoft`
+//! lists) matches that domain and the names under it instead of nothing, a hostname entry that
+//! is a public suffix of the value (PSL, private section included: `blogspot.com`, `github.io`,
+//! `duckdns.org`) does not clear the tenants under it in a false-positive list (tranco10k lists
+//! blogspot.com; 230 real Infoblox phishing names sit under such platforms), and the `/g` flag that PHP rejects is ignored rather than failing the list.
 //!
 //! All lists are merged into one structure per list type (hash maps keyed by entry, a prefix
 //! trie per address family, one Aho-Corasick automaton, one RegexSet); each entry records which
 //! lists hold it, and a per-MISP-type bit mask says which lists apply.
 
+use super::fxhash::FxHashMap as HashMap;
 use super::types::INDEXED_TYPES;
 use aho_corasick::AhoCorasick;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use prefix_trie::PrefixMap;
 use regex::RegexSet;
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// What a hit on a list does to an indicator.
@@ -102,9 +107,6 @@ impl ListType {
             ListType::Regex => "regex",
         }
     }
-    fn bit(self) -> usize {
-        self as usize
-    }
 }
 
 /// One loaded list.
@@ -148,6 +150,10 @@ impl Ids {
     }
 }
 
+/// Set on an id in [`Warninglists::entries`] for a string-list entry written `.domain`, which
+/// is matched like a hostname entry.
+const SUFFIX: u16 = 0x8000;
+
 /// A bit per list.
 pub(crate) type Mask = Box<[u64]>;
 
@@ -172,22 +178,41 @@ pub(crate) struct Probe<'a> {
     /// Whether the value is itself a name (domain/hostname), so a hostname hit on the whole
     /// value covers the entry.
     pub is_name: bool,
+    /// Length of the value's registrable domain (0 when unknown). A hostname entry shorter than
+    /// it is a platform the value is a tenant of (`blogspot.com` for `evil.blogspot.com`).
+    pub registrable: usize,
+}
+
+/// What applies to one MISP type: the lists (as a mask), and which substring automaton and
+/// regex set hold exactly the patterns of those lists.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct TypeTables {
+    mask: Mask,
+    strings: bool,
+    hostnames: bool,
+    cidrs: bool,
+    substrings: Option<usize>,
+    regexes: Option<usize>,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Warninglists {
     pub lists: Vec<ListMeta>,
-    strings: HashMap<Box<str>, Ids>,
-    hostnames: HashMap<Box<str>, Ids>,
+    /// Entries of `string` and `hostname` lists in one map (a name's exact lookup serves both
+    /// kinds, saving a cache miss); each id's list type says how the entry counts.
+    entries: HashMap<Box<str>, Ids>,
+    /// Some string list has `.domain` entries, stored as ids with [`SUFFIX`] set.
+    suffix_strings: bool,
     v4: PrefixMap<Ipv4Net, Ids>,
     v6: PrefixMap<Ipv6Net, Ids>,
-    substrings: Option<(AhoCorasick, Vec<u16>)>,
-    regexes: Option<(RegexSet, Vec<u16>)>,
-    /// Per indexed MISP type: which lists apply.
-    type_masks: HashMap<&'static str, Mask>,
-    /// Per list type: which lists are of that type.
-    kind_masks: [Vec<u64>; 5],
-    all: Mask,
+    /// One automaton per distinct group of substring lists that apply to some type.
+    substrings: Vec<(AhoCorasick, Vec<u16>)>,
+    /// One regex set per distinct group of regex lists that apply to some type.
+    regexes: Vec<(RegexSet, Vec<u16>)>,
+    /// Per indexed MISP type.
+    types: HashMap<&'static str, TypeTables>,
+    /// Every list (lookups of raw values, types mispd does not index).
+    all: TypeTables,
 }
 
 #[derive(Deserialize)]
@@ -336,8 +361,8 @@ impl Warninglists {
                 if disabled.contains(&raw.name) {
                     continue;
                 }
-                if w.lists.len() >= u16::MAX as usize {
-                    warnings.push("more than 65535 warninglists: the rest are skipped".into());
+                if w.lists.len() >= SUFFIX as usize {
+                    warnings.push("more than 32767 warninglists: the rest are skipped".into());
                     break;
                 }
                 let lid = w.lists.len() as u16;
@@ -375,8 +400,17 @@ impl Warninglists {
                     ListType::String => {
                         for e in entries {
                             let e = e.trim();
-                            if !e.is_empty() {
-                                add(&mut w.strings, e, lid);
+                            if let Some(d) = e.strip_prefix('.') {
+                                // `.example.com` in a string list (misp-warninglists#299): the
+                                // author meant the domain and every name under it
+                                let d = d.trim_end_matches('.').to_ascii_lowercase();
+                                if !d.is_empty() {
+                                    add(&mut w.entries, &d, lid | SUFFIX);
+                                    w.suffix_strings = true;
+                                    count += 1;
+                                }
+                            } else if !e.is_empty() {
+                                add(&mut w.entries, e, lid);
                                 count += 1;
                             }
                         }
@@ -385,14 +419,16 @@ impl Warninglists {
                         for e in entries {
                             let e = e.trim().trim_matches('.').to_ascii_lowercase();
                             if !e.is_empty() {
-                                add(&mut w.hostnames, &e, lid);
+                                add(&mut w.entries, &e, lid);
                                 count += 1;
                             }
                         }
                     }
                     ListType::Cidr => {
                         for e in entries {
-                            match super::syntax::parse_net(e.trim(), true) {
+                            // `::ffff:a.b.c.d` entries are IPv4 entries, as probes are
+                            let net = super::syntax::parse_net(e.trim(), true);
+                            match net.map(super::sanity::as_v4) {
                                 Ok(IpNet::V4(n)) => add_net(&mut w.v4, n, lid),
                                 Ok(IpNet::V6(n)) => add_net(&mut w.v6, n, lid),
                                 Err(_) => {
@@ -451,32 +487,95 @@ impl Warninglists {
                 applies.push(raw.matching_attributes);
             }
         }
-        if !substrings.is_empty() {
-            let (pats, ids): (Vec<String>, Vec<u16>) = substrings.into_iter().unzip();
-            match AhoCorasick::new(&pats) {
-                Ok(ac) => w.substrings = Some((ac, ids)),
-                Err(e) => warnings.push(format!("substring warninglists not applied: {e}")),
-            }
-        }
-        if !regexes.is_empty() {
-            let (pats, ids): (Vec<String>, Vec<u16>) = regexes.into_iter().unzip();
-            match RegexSet::new(&pats) {
-                Ok(set) => w.regexes = Some((set, ids)),
-                Err(e) => warnings.push(format!("regex warninglists not applied: {e}")),
-            }
-        }
-        w.build_masks(&applies);
+        w.build_tables(&applies, &substrings, &regexes, warnings);
         w
     }
 
-    fn build_masks(&mut self, applies: &[Option<Vec<String>>]) {
+    fn build_tables(
+        &mut self,
+        applies: &[Option<Vec<String>>],
+        substrings: &[(String, u16)],
+        regexes: &[(String, u16)],
+        warnings: &mut Vec<String>,
+    ) {
         let words = self.lists.len().div_ceil(64).max(1);
+        let mut sub_groups: BTreeMap<Vec<u64>, usize> = BTreeMap::new();
+        let mut re_groups: BTreeMap<Vec<u64>, usize> = BTreeMap::new();
+        let mut tables = |mask: Vec<u64>, w: &mut Warninglists| {
+            let of = |k: ListType| -> Vec<u64> {
+                let mut m = mask.clone();
+                for (i, l) in w.lists.iter().enumerate() {
+                    if l.kind != k {
+                        m[i / 64] &= !(1 << (i % 64));
+                    }
+                }
+                m
+            };
+            let any = |m: &[u64]| m.iter().any(|&x| x != 0);
+            let sub = of(ListType::Substring);
+            let substrings_group = if any(&sub) {
+                let n = sub_groups.len();
+                let g = *sub_groups.entry(sub.clone()).or_insert(n);
+                if g == w.substrings.len() {
+                    let (pats, ids): (Vec<&str>, Vec<u16>) = substrings
+                        .iter()
+                        .filter(|(_, id)| mask_has(&sub, *id))
+                        .map(|(p, id)| (p.as_str(), *id))
+                        .unzip();
+                    // a DFA is fastest to scan and small enough for the per-type groups
+                    let kind = (pats.len() <= 2000).then_some(aho_corasick::AhoCorasickKind::DFA);
+                    match aho_corasick::AhoCorasickBuilder::new()
+                        .kind(kind)
+                        .build(&pats)
+                    {
+                        Ok(ac) => w.substrings.push((ac, ids)),
+                        Err(e) => {
+                            warnings.push(format!("substring warninglists not applied: {e}"));
+                            w.substrings
+                                .push((AhoCorasick::new([""; 0]).expect("empty"), vec![]));
+                        }
+                    }
+                }
+                Some(g)
+            } else {
+                None
+            };
+            let re = of(ListType::Regex);
+            let regexes_group = if any(&re) {
+                let n = re_groups.len();
+                let g = *re_groups.entry(re.clone()).or_insert(n);
+                if g == w.regexes.len() {
+                    let (pats, ids): (Vec<&str>, Vec<u16>) = regexes
+                        .iter()
+                        .filter(|(_, id)| mask_has(&re, *id))
+                        .map(|(p, id)| (p.as_str(), *id))
+                        .unzip();
+                    match RegexSet::new(&pats) {
+                        Ok(set) => w.regexes.push((set, ids)),
+                        Err(e) => {
+                            warnings.push(format!("regex warninglists not applied: {e}"));
+                            w.regexes.push((RegexSet::empty(), vec![]));
+                        }
+                    }
+                }
+                Some(g)
+            } else {
+                None
+            };
+            TypeTables {
+                strings: any(&of(ListType::String)),
+                hostnames: any(&of(ListType::Hostname)),
+                cidrs: any(&of(ListType::Cidr)),
+                substrings: substrings_group,
+                regexes: regexes_group,
+                mask: mask.into(),
+            }
+        };
         let mut all = vec![0u64; words];
-        let mut kinds: [Vec<u64>; 5] = std::array::from_fn(|_| vec![0u64; words]);
-        for (i, l) in self.lists.iter().enumerate() {
+        for i in 0..self.lists.len() {
             all[i / 64] |= 1 << (i % 64);
-            kinds[l.kind.bit()][i / 64] |= 1 << (i % 64);
         }
+        self.all = tables(all, self);
         for t in INDEXED_TYPES {
             let mut m = vec![0u64; words];
             for (i, a) in applies.iter().enumerate() {
@@ -484,30 +583,24 @@ impl Warninglists {
                     m[i / 64] |= 1 << (i % 64);
                 }
             }
-            self.type_masks.insert(t, m.into());
+            let tt = tables(m, self);
+            self.types.insert(t, tt);
         }
-        self.kind_masks = kinds;
-        self.all = all.into();
     }
 
-    /// The lists that apply to a MISP type (all lists for a type mispd does not index).
-    pub(crate) fn mask(&self, misp_type: &str) -> &[u64] {
-        self.type_masks.get(misp_type).unwrap_or(&self.all)
+    /// What applies to a MISP type (every list for a type mispd does not index).
+    pub(crate) fn tables(&self, misp_type: &str) -> &TypeTables {
+        self.types.get(misp_type).unwrap_or(&self.all)
     }
 
-    pub(crate) fn all(&self) -> &[u64] {
+    pub(crate) fn all(&self) -> &TypeTables {
         &self.all
     }
 
-    fn any(&self, mask: &[u64], kind: ListType) -> bool {
-        mask.iter()
-            .zip(&self.kind_masks[kind.bit()])
-            .any(|(a, b)| a & b != 0)
-    }
-
     /// Every list in `mask` the probe hits, in list order, each once.
-    pub(crate) fn check(&self, p: &Probe<'_>, mask: &[u64], out: &mut Vec<RawHit>) {
+    pub(crate) fn check(&self, p: &Probe<'_>, t: &TypeTables, out: &mut Vec<RawHit>) {
         let start = out.len();
+        let mask = &t.mask[..];
         let push = |out: &mut Vec<RawHit>, ids: &[u16], covers: bool| {
             for &id in ids {
                 if mask_has(mask, id) {
@@ -515,25 +608,56 @@ impl Warninglists {
                 }
             }
         };
-        if self.any(mask, ListType::String) {
-            if let Some(ids) = self.strings.get(p.text) {
-                push(out, ids.slice(), true);
+        if t.strings || t.hostnames {
+            let host = if p.is_name {
+                p.text
+            } else {
+                extract_host(p.text)
+            };
+            let kind = |id: u16| self.lists[id as usize].kind;
+            let exact = if t.strings {
+                self.entries.get(p.text)
+            } else {
+                None
+            };
+            for &id in exact.map_or(&[][..], Ids::slice) {
+                if id & SUFFIX == 0 && kind(id) == ListType::String {
+                    push(out, &[id], true);
+                }
+            }
+            if t.hostnames || t.strings && self.suffix_strings {
+                let mut rest = host;
+                loop {
+                    // a name's full host was looked up above already
+                    let ids = if t.strings && rest.len() == p.text.len() {
+                        exact
+                    } else {
+                        self.entries.get(rest)
+                    };
+                    let covers = p.is_name && rest.len() == host.len();
+                    let tenant = rest.len() < p.registrable;
+                    for &id in ids.map_or(&[][..], Ids::slice) {
+                        let suffix_entry = id & SUFFIX != 0;
+                        let id = id & !SUFFIX;
+                        // a popular platform does not vouch for its tenants; a known-services
+                        // list (dynamic DNS) is about exactly those tenants
+                        if tenant && self.lists[id as usize].category != Category::Known {
+                            continue;
+                        }
+                        if suffix_entry && t.strings
+                            || !suffix_entry && t.hostnames && kind(id) == ListType::Hostname
+                        {
+                            push(out, &[id], covers);
+                        }
+                    }
+                    match rest.split_once('.') {
+                        Some((_, r)) => rest = r,
+                        None => break,
+                    }
+                }
             }
         }
-        if self.any(mask, ListType::Hostname) {
-            let host = extract_host(p.text);
-            let mut rest = host;
-            loop {
-                if let Some(ids) = self.hostnames.get(rest) {
-                    push(out, ids.slice(), p.is_name && rest.len() == host.len());
-                }
-                match rest.split_once('.') {
-                    Some((_, r)) => rest = r,
-                    None => break,
-                }
-            }
-        }
-        if let (Some(net), true) = (p.net, self.any(mask, ListType::Cidr)) {
+        if let (Some(net), true) = (p.net, t.cidrs) {
             match super::sanity::as_v4(net) {
                 IpNet::V4(n) => {
                     for (k, ids) in self.v4.cover(&n) {
@@ -557,7 +681,7 @@ impl Warninglists {
                 }
             }
         }
-        if let (Some((ac, ids)), true) = (&self.substrings, self.any(mask, ListType::Substring)) {
+        if let Some((ac, ids)) = t.substrings.map(|g| &self.substrings[g]) {
             if ac.is_match(p.text) {
                 for m in ac.find_overlapping_iter(p.text) {
                     let covers = m.start() == 0 && m.end() == p.text.len();
@@ -565,10 +689,13 @@ impl Warninglists {
                 }
             }
         }
-        if let (Some((set, ids)), true) = (&self.regexes, self.any(mask, ListType::Regex)) {
+        if let Some((set, ids)) = t.regexes.map(|g| &self.regexes[g]) {
             for i in set.matches(p.text).iter() {
                 push(out, &[ids[i]], false);
             }
+        }
+        if out.len() - start < 2 {
+            return;
         }
         // one hit per list, keeping `covers` if any of its hits covers
         let hits = &mut out[start..];
@@ -654,6 +781,11 @@ mod tests {
         write_list(d.path(), "broken", r#"{"name": "#);
         write_list(
             d.path(),
+            "dotted",
+            r#"{"name":"Dotted","type":"string","list":[".Google.ad", "exact.example"],"description":"d","version":1}"#,
+        );
+        write_list(
+            d.path(),
             "badre",
             r#"{"name":"Bad","type":"regex","list":["/(/"],"description":"d","version":1}"#,
         );
@@ -669,7 +801,7 @@ mod tests {
         );
         let mut warn = vec![];
         let w = Warninglists::load(&[d.path().to_path_buf()], &BTreeMap::new(), &[], &mut warn);
-        assert_eq!(w.lists.len(), 3, "{warn:?}");
+        assert_eq!(w.lists.len(), 4, "{warn:?}");
         assert_eq!(warn.len(), 3, "{warn:?}");
         let hits = |text: &str, net: Option<&str>, t: &str| {
             let mut out = vec![];
@@ -677,8 +809,9 @@ mod tests {
                 text,
                 net: net.map(|n| super::super::syntax::parse_net(n, true).unwrap()),
                 is_name: !text.contains('/'),
+                registrable: 0,
             };
-            w.check(&p, w.mask(t), &mut out);
+            w.check(&p, w.tables(t), &mut out);
             out.iter()
                 .map(|h| (w.lists[h.list as usize].id.to_string(), h.covers))
                 .collect::<Vec<_>>()
@@ -687,6 +820,19 @@ mod tests {
             hits("evil.example.com", None, "domain"),
             vec![("arr".into(), true)]
         );
+        assert_eq!(
+            hits("www.google.ad", None, "domain"),
+            vec![("dotted".into(), false)]
+        );
+        assert_eq!(
+            hits("google.ad", None, "domain"),
+            vec![("dotted".into(), true)]
+        );
+        assert_eq!(
+            hits("exact.example", None, "domain"),
+            vec![("dotted".into(), true)]
+        );
+        assert!(hits("a.exact.example", None, "domain").is_empty());
         assert_eq!(
             hits("x.duckdns.org", None, "domain"),
             vec![("host".into(), false)]
