@@ -308,6 +308,19 @@ async fn lookup_post(req: Request<Incoming>, ctx: &Ctx) -> Resp {
 
 fn status(ctx: &Ctx) -> Resp {
     let view = ctx.shared.load();
+    let now = crate::model::now_epoch();
+    // Each source with how old its served data is, so monitoring can alert on staleness.
+    let sources: Vec<serde_json::Value> = view
+        .sources
+        .iter()
+        .map(|s| {
+            let mut v = serde_json::to_value(s).unwrap_or_default();
+            v["data-age-seconds"] = s
+                .last_success_epoch
+                .map_or(serde_json::Value::Null, |t| (now - t).max(0).into());
+            v
+        })
+        .collect();
     json(
         StatusCode::OK,
         &serde_json::json!({
@@ -316,7 +329,7 @@ fn status(ctx: &Ctx) -> Resp {
             "indicators": view.index.len(),
             "values": view.index.values(),
             "quarantined": view.quarantine.len(),
-            "sources": view.sources,
+            "sources": sources,
         }),
     )
 }
@@ -340,7 +353,12 @@ fn health(ctx: &Ctx) -> Resp {
     let degraded: Vec<_> = view
         .sources
         .iter()
-        .filter(|s| s.state != crate::model::SourceState::Ok)
+        // A sync in progress over data that is fine is not a degradation.
+        .filter(|s| {
+            !matches!(s.state, crate::model::SourceState::Ok)
+                && !(s.state == crate::model::SourceState::Syncing
+                    && s.last_success_epoch.is_some())
+        })
         .map(|s| serde_json::json!({ "name": s.name, "state": s.state }))
         .collect();
     let status = if degraded.is_empty() {
