@@ -63,6 +63,33 @@ pub enum Command {
     },
     /// Apply a change a mass-change breaker is holding for SOURCE (root or the daemon's user).
     Release { source: String },
+    /// Write the current set to standard output in a consumer's format (streamed).
+    Export {
+        /// plain (one value a line), json (JSON lines), nft (set elements for `nft -f`),
+        /// suricata (dataset), zeek (Intel framework file) or rpz (DNS response policy zone).
+        #[arg(long, default_value = "plain")]
+        format: String,
+        /// Only this indicator kind or MISP type (e.g. `ip`, `domain`, `sha256`).
+        #[arg(long = "type")]
+        kind: Option<String>,
+        /// Only indicators from this source.
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// Print what was added and removed since CURSOR (`+ value` / `- value` lines, then the new
+    /// cursor on standard error). Without a cursor, or with one the daemon no longer knows, the
+    /// whole set comes as additions (a reset).
+    Changes {
+        /// The cursor a previous call printed.
+        #[arg(long)]
+        since: Option<String>,
+        /// Keep going: wait for each next change and print it as it comes.
+        #[arg(long)]
+        follow: bool,
+        /// Seconds each wait may last (the daemon caps it at 300).
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -254,6 +281,71 @@ async fn run(cli: Cli) -> Result<ExitCode, CtlError> {
                 }
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Export {
+            format,
+            kind,
+            source,
+        } => {
+            let mut path = format!("/v1/indicators?format={}", url_escape(format));
+            if let Some(k) = kind {
+                path.push_str(&format!("&type={}", url_escape(k)));
+            }
+            if let Some(s) = source {
+                path.push_str(&format!("&source={}", url_escape(s)));
+            }
+            drop(out);
+            let mut stdout = tokio::io::stdout();
+            let status = client::get_to(&cli.socket, &path, &mut stdout)
+                .await
+                .map_err(|e| CtlError::Socket {
+                    socket: cli.socket.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            tokio::io::AsyncWriteExt::flush(&mut stdout).await.ok();
+            if status != 200 {
+                return Err(CtlError::Message(format!("export failed (HTTP {status})")));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Changes {
+            since,
+            follow,
+            wait,
+        } => {
+            let mut cursor = since.clone();
+            loop {
+                let mut path = format!("/v1/changes?wait={}", if *follow { *wait } else { 0 });
+                if let Some(c) = &cursor {
+                    path.push_str(&format!("&since={}", url_escape(c)));
+                }
+                let (_, v) = request(&cli, "GET", &path, None).await?;
+                if cli.json {
+                    let _ = writeln!(out, "{v}");
+                } else {
+                    if v["reset"].as_bool().unwrap_or(false) {
+                        let _ = writeln!(out, "# reset: the whole current set follows");
+                    }
+                    for (sign, key) in [("+", "added"), ("-", "removed")] {
+                        for item in v[key].as_array().into_iter().flatten() {
+                            let _ = writeln!(
+                                out,
+                                "{sign} {}\t{}",
+                                item["value"].as_str().unwrap_or("?"),
+                                item["kind"].as_str().unwrap_or("?")
+                            );
+                        }
+                    }
+                }
+                let _ = out.flush();
+                cursor = v["cursor"].as_str().map(str::to_string);
+                if !*follow {
+                    if !cli.json {
+                        eprintln!("cursor: {}", cursor.as_deref().unwrap_or(""));
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
         }
         Command::Release { source } => {
             let (_, v) = request(

@@ -103,6 +103,50 @@ fn feed_is_synced_validated_served_and_survives_restart_without_the_feed() {
     let (code, out, _) = ctl(&["--socket", &sock, "lookup"], Some("example.net\n"));
     assert_eq!(code, 1, "nothing listed exits 1: {out}");
 
+    // Exports and the change feed through mispctl.
+    let (code, out, err) = ctl(
+        &[
+            "--socket", &sock, "export", "--format", "plain", "--type", "domain",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines().any(|l| l == "wordpress.agrupem.com"),
+        "export lacks a listed domain"
+    );
+    assert!(
+        !out.lines().any(|l| l == "62.171.178.147"),
+        "--type domain must leave IPs out"
+    );
+    let (code, out, err) = ctl(&["--socket", &sock, "changes"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("# reset"),
+        "no cursor: a reset with the whole set: {out:.200}"
+    );
+    assert!(
+        out.contains("+ wordpress.agrupem.com\tdomain"),
+        "{out:.300}"
+    );
+    let cursor = err
+        .trim()
+        .strip_prefix("cursor: ")
+        .expect("cursor on stderr")
+        .to_string();
+    let (code, out, _) = ctl(&["--socket", &sock, "changes", "--since", &cursor], None);
+    assert_eq!(code, 0);
+    assert!(
+        out.trim().is_empty(),
+        "nothing changed since that cursor: {out}"
+    );
+    assert!(
+        source(&d.status(), "infoblox")["data-age-seconds"]
+            .as_i64()
+            .unwrap()
+            >= 0
+    );
+
     // The quarantine says what was held back and why.
     let (code, q) = d.get("/v1/quarantine?limit=1000");
     assert_eq!(code, 200);

@@ -16,8 +16,14 @@ _mispctl() {
             ",$1")
                 cmd="mispctl"
                 ;;
+            mispctl,changes)
+                cmd="mispctl__subcmd__changes"
+                ;;
             mispctl,check-config)
                 cmd="mispctl__subcmd__check__subcmd__config"
+                ;;
+            mispctl,export)
+                cmd="mispctl__subcmd__export"
                 ;;
             mispctl,help)
                 cmd="mispctl__subcmd__help"
@@ -37,8 +43,14 @@ _mispctl() {
             mispctl,status)
                 cmd="mispctl__subcmd__status"
                 ;;
+            mispctl__subcmd__help,changes)
+                cmd="mispctl__subcmd__help__subcmd__changes"
+                ;;
             mispctl__subcmd__help,check-config)
                 cmd="mispctl__subcmd__help__subcmd__check__subcmd__config"
+                ;;
+            mispctl__subcmd__help,export)
+                cmd="mispctl__subcmd__help__subcmd__export"
                 ;;
             mispctl__subcmd__help,help)
                 cmd="mispctl__subcmd__help__subcmd__help"
@@ -65,12 +77,38 @@ _mispctl() {
 
     case "${cmd}" in
         mispctl)
-            opts="-h -V --socket --json --help --version check-config pin lookup status quarantine release help"
+            opts="-h -V --socket --json --help --version check-config pin lookup status quarantine release export changes help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mispctl__subcmd__changes)
+            opts="-h --since --follow --wait --socket --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -100,8 +138,38 @@ _mispctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        mispctl__subcmd__export)
+            opts="-h --format --type --source --socket --json --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --type)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --source)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         mispctl__subcmd__help)
-            opts="check-config pin lookup status quarantine release help"
+            opts="check-config pin lookup status quarantine release export changes help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -114,7 +182,35 @@ _mispctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        mispctl__subcmd__help__subcmd__changes)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         mispctl__subcmd__help__subcmd__check__subcmd__config)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mispctl__subcmd__help__subcmd__export)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

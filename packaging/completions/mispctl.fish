@@ -34,6 +34,8 @@ complete -c mispctl -n "__fish_mispctl_needs_command" -f -a "lookup" -d 'Look va
 complete -c mispctl -n "__fish_mispctl_needs_command" -f -a "status" -d 'Show the daemon\'s status: generation, indicator counts, each source\'s state'
 complete -c mispctl -n "__fish_mispctl_needs_command" -f -a "quarantine" -d 'List quarantined values with their source and reason'
 complete -c mispctl -n "__fish_mispctl_needs_command" -f -a "release" -d 'Apply a change a mass-change breaker is holding for SOURCE (root or the daemon\'s user)'
+complete -c mispctl -n "__fish_mispctl_needs_command" -f -a "export" -d 'Write the current set to standard output in a consumer\'s format (streamed)'
+complete -c mispctl -n "__fish_mispctl_needs_command" -f -a "changes" -d 'Print what was added and removed since CURSOR (`+ value` / `- value` lines, then the new cursor on standard error). Without a cursor, or with one the daemon no longer knows, the whole set comes as additions (a reset)'
 complete -c mispctl -n "__fish_mispctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mispctl -n "__fish_mispctl_using_subcommand check-config" -l socket -d 'The daemon\'s query socket' -r -F
 complete -c mispctl -n "__fish_mispctl_using_subcommand check-config" -l json -d 'Print the daemon\'s JSON instead of human-readable text'
@@ -57,10 +59,24 @@ complete -c mispctl -n "__fish_mispctl_using_subcommand quarantine" -s h -l help
 complete -c mispctl -n "__fish_mispctl_using_subcommand release" -l socket -d 'The daemon\'s query socket' -r -F
 complete -c mispctl -n "__fish_mispctl_using_subcommand release" -l json -d 'Print the daemon\'s JSON instead of human-readable text'
 complete -c mispctl -n "__fish_mispctl_using_subcommand release" -s h -l help -d 'Print help'
-complete -c mispctl -n "__fish_mispctl_using_subcommand help; and not __fish_seen_subcommand_from check-config pin lookup status quarantine release help" -f -a "check-config" -d 'Check a configuration file: prints "ok" or names the file, the key and what is wrong'
-complete -c mispctl -n "__fish_mispctl_using_subcommand help; and not __fish_seen_subcommand_from check-config pin lookup status quarantine release help" -f -a "pin" -d 'Print the public-key pin (sha256//BASE64) of an https server, to paste into `pins`'
-complete -c mispctl -n "__fish_mispctl_using_subcommand help; and not __fish_seen_subcommand_from check-config pin lookup status quarantine release help" -f -a "lookup" -d 'Look values up (IPs, domains, URLs, hashes, emails...). With no value, or `-`, reads one value per line from standard input. Exits 0 if any value is listed, 1 if none is'
-complete -c mispctl -n "__fish_mispctl_using_subcommand help; and not __fish_seen_subcommand_from check-config pin lookup status quarantine release help" -f -a "status" -d 'Show the daemon\'s status: generation, indicator counts, each source\'s state'
-complete -c mispctl -n "__fish_mispctl_using_subcommand help; and not __fish_seen_subcommand_from check-config pin lookup status quarantine release help" -f -a "quarantine" -d 'List quarantined values with their source and reason'
-complete -c mispctl -n "__fish_mispctl_using_subcommand help; and not __fish_seen_subcommand_from check-config pin lookup status quarantine release help" -f -a "release" -d 'Apply a change a mass-change breaker is holding for SOURCE (root or the daemon\'s user)'
-complete -c mispctl -n "__fish_mispctl_using_subcommand help; and not __fish_seen_subcommand_from check-config pin lookup status quarantine release help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mispctl -n "__fish_mispctl_using_subcommand export" -l format -d 'plain (one value a line), json (JSON lines), nft (set elements for `nft -f`), suricata (dataset), zeek (Intel framework file) or rpz (DNS response policy zone)' -r
+complete -c mispctl -n "__fish_mispctl_using_subcommand export" -l type -d 'Only this indicator kind or MISP type (e.g. `ip`, `domain`, `sha256`)' -r
+complete -c mispctl -n "__fish_mispctl_using_subcommand export" -l source -d 'Only indicators from this source' -r
+complete -c mispctl -n "__fish_mispctl_using_subcommand export" -l socket -d 'The daemon\'s query socket' -r -F
+complete -c mispctl -n "__fish_mispctl_using_subcommand export" -l json -d 'Print the daemon\'s JSON instead of human-readable text'
+complete -c mispctl -n "__fish_mispctl_using_subcommand export" -s h -l help -d 'Print help'
+complete -c mispctl -n "__fish_mispctl_using_subcommand changes" -l since -d 'The cursor a previous call printed' -r
+complete -c mispctl -n "__fish_mispctl_using_subcommand changes" -l wait -d 'Seconds each wait may last (the daemon caps it at 300)' -r
+complete -c mispctl -n "__fish_mispctl_using_subcommand changes" -l socket -d 'The daemon\'s query socket' -r -F
+complete -c mispctl -n "__fish_mispctl_using_subcommand changes" -l follow -d 'Keep going: wait for each next change and print it as it comes'
+complete -c mispctl -n "__fish_mispctl_using_subcommand changes" -l json -d 'Print the daemon\'s JSON instead of human-readable text'
+complete -c mispctl -n "__fish_mispctl_using_subcommand changes" -s h -l help -d 'Print help'
+complete -c mispctl -n "__fish_mispctl_using_subcommand help; and not __fish_seen_subcommand_from check-config pin lookup status quarantine release export changes help" -f -a "check-config" -d 'Check a configuration file: prints "ok" or names the file, the key and what is wrong'
+complete -c mispctl -n "__fish_mispctl_using_subcommand help; and not __fish_seen_subcommand_from check-config pin lookup status quarantine release export changes help" -f -a "pin" -d 'Print the public-key pin (sha256//BASE64) of an https server, to paste into `pins`'
+complete -c mispctl -n "__fish_mispctl_using_subcommand help; and not __fish_seen_subcommand_from check-config pin lookup status quarantine release export changes help" -f -a "lookup" -d 'Look values up (IPs, domains, URLs, hashes, emails...). With no value, or `-`, reads one value per line from standard input. Exits 0 if any value is listed, 1 if none is'
+complete -c mispctl -n "__fish_mispctl_using_subcommand help; and not __fish_seen_subcommand_from check-config pin lookup status quarantine release export changes help" -f -a "status" -d 'Show the daemon\'s status: generation, indicator counts, each source\'s state'
+complete -c mispctl -n "__fish_mispctl_using_subcommand help; and not __fish_seen_subcommand_from check-config pin lookup status quarantine release export changes help" -f -a "quarantine" -d 'List quarantined values with their source and reason'
+complete -c mispctl -n "__fish_mispctl_using_subcommand help; and not __fish_seen_subcommand_from check-config pin lookup status quarantine release export changes help" -f -a "release" -d 'Apply a change a mass-change breaker is holding for SOURCE (root or the daemon\'s user)'
+complete -c mispctl -n "__fish_mispctl_using_subcommand help; and not __fish_seen_subcommand_from check-config pin lookup status quarantine release export changes help" -f -a "export" -d 'Write the current set to standard output in a consumer\'s format (streamed)'
+complete -c mispctl -n "__fish_mispctl_using_subcommand help; and not __fish_seen_subcommand_from check-config pin lookup status quarantine release export changes help" -f -a "changes" -d 'Print what was added and removed since CURSOR (`+ value` / `- value` lines, then the new cursor on standard error). Without a cursor, or with one the daemon no longer knows, the whole set comes as additions (a reset)'
+complete -c mispctl -n "__fish_mispctl_using_subcommand help; and not __fish_seen_subcommand_from check-config pin lookup status quarantine release export changes help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
