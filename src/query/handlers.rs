@@ -355,9 +355,9 @@ fn health(ctx: &Ctx) -> Resp {
         .iter()
         // A sync in progress over data that is fine is not a degradation.
         .filter(|s| {
-            !matches!(s.state, crate::model::SourceState::Ok)
-                && !(s.state == crate::model::SourceState::Syncing
-                    && s.last_success_epoch.is_some())
+            use crate::model::SourceState::{Ok, Syncing};
+            let fine = s.state == Ok || (s.state == Syncing && s.last_success_epoch.is_some());
+            !fine
         })
         .map(|s| serde_json::json!({ "name": s.name, "state": s.state }))
         .collect();
