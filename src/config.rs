@@ -184,6 +184,13 @@ pub struct SourceSettings {
     /// so old indicators age out one by one instead of all at once.
     #[serde(default)]
     pub max_age: Option<HumanDuration>,
+    /// Ask MISP to leave out attributes its decaying models score as decayed
+    /// (`excludeDecayed`); they then drop out at the next full resync.
+    #[serde(default)]
+    pub exclude_decayed: bool,
+    /// Decaying model ids to score with (empty: all models enabled on the server).
+    #[serde(default)]
+    pub decaying_models: Vec<u32>,
     /// Apply a held mass change by itself once this many further syncs have returned the very
     /// same set (0: only `mispctl release` applies it).
     #[serde(default)]

@@ -63,6 +63,15 @@ pub fn search_body(
         // Unpublishing does not bump attribute timestamps: the next full resync catches it.
         body["published"] = json!(1);
     }
+    if source.exclude_decayed {
+        // Decay is a function of time, not an edit: an attribute that decays is not returned
+        // by later incremental syncs either, so it leaves the store at the next full resync.
+        body["includeDecayScore"] = json!(1);
+        body["excludeDecayed"] = json!(1);
+        if !source.decaying_models.is_empty() {
+            body["decayingModel"] = json!(source.decaying_models);
+        }
+    }
     body
 }
 
