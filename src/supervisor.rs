@@ -253,10 +253,13 @@ impl Supervisor {
                 slot.status.key_expires = key_expires.or(slot.status.key_expires.take());
                 let (added, removed) = diff_counts(&slot.published, &indicators);
                 let current = distinct(&slot.published);
-                let verdict = if fetched {
+                // Re-validation after a reload removes what new rules reject: that is the operator's
+                // doing, not remote data, so it skips the breaker. Except while a change is held:
+                // the worker's store already holds the refused remote data, and re-validating it
+                // must not slip the held change through.
+                let verdict = if fetched || slot.held.is_some() {
                     breaker::judge_change(current, added, removed, &limits)
                 } else {
-                    // Re-validation after a reload removes what new rules reject; it is not remote data.
                     breaker::BreakerVerdict::Apply
                 };
                 let now = now_epoch();
@@ -287,15 +290,18 @@ impl Supervisor {
                         }
                     }
                     breaker::BreakerVerdict::Hold { reason } => {
-                        let same_as_held = slot
-                            .held
-                            .as_ref()
-                            .is_some_and(|h| diff_counts(h, &indicators) == (0, 0));
-                        slot.held_confirmations = if same_as_held {
-                            slot.held_confirmations + 1
-                        } else {
-                            0
-                        };
+                        let same_as_held = fetched
+                            && slot
+                                .held
+                                .as_ref()
+                                .is_some_and(|h| diff_counts(h, &indicators) == (0, 0));
+                        if fetched {
+                            slot.held_confirmations = if same_as_held {
+                                slot.held_confirmations + 1
+                            } else {
+                                0
+                            };
+                        }
                         let auto = slot.settings.auto_release_after;
                         if auto > 0 && slot.held_confirmations >= auto {
                             tracing::warn!(source = %source, added, removed, confirmations = slot.held_confirmations,
