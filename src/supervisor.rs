@@ -38,6 +38,8 @@ struct SourceSlot {
     key: Option<SharedKey>,
     worker: Option<WorkerHandle>,
     stale_warned: bool,
+    /// Whether the "API key expires soon" warning was given for the current expiry date.
+    expiry_warned: Option<String>,
 }
 
 pub struct Supervisor {
@@ -251,6 +253,7 @@ impl Supervisor {
                 let limits = self.config.validation.breaker_limits();
                 let slot = &mut self.slots[i];
                 slot.status.key_expires = key_expires.or(slot.status.key_expires.take());
+                warn_key_expiry(slot, now_epoch());
                 let (added, removed) = diff_counts(&slot.published, &indicators);
                 let current = distinct(&slot.published);
                 // Re-validation after a reload removes what new rules reject: that is the operator's
@@ -627,6 +630,26 @@ fn new_slot(settings: SourceSettings) -> SourceSlot {
         key: None,
         worker: None,
         stale_warned: false,
+        expiry_warned: None,
+    }
+}
+
+/// Days before the API key's expiry (MISP's `X-Auth-Key-Expiration`) when the journal is told.
+const KEY_EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// Warn once per expiry date when the key expires within [`KEY_EXPIRY_WARNING_DAYS`].
+fn warn_key_expiry(slot: &mut SourceSlot, now: i64) {
+    let Some(expires) = slot.status.key_expires.clone() else {
+        return;
+    };
+    let Some(at) = crate::misp::wire::parse_iso8601(&expires) else {
+        return;
+    };
+    let days = (at - now).div_euclid(86_400);
+    if days < KEY_EXPIRY_WARNING_DAYS && slot.expiry_warned.as_deref() != Some(expires.as_str()) {
+        tracing::warn!(source = %slot.name, expires = %expires, days_left = days,
+            "the MISP API key expires soon: create a new one in MISP, install it, and run `systemctl reload mispd`");
+        slot.expiry_warned = Some(expires);
     }
 }
 
