@@ -8,6 +8,10 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
+/// What the shipped unit's `SetCredential=NAME:NO-KEY-INSTALLED` fallback puts in place of a key
+/// file that does not exist yet: the unit starts, and this source says exactly what is missing.
+pub const UNIT_PLACEHOLDER: &str = "NO-KEY-INSTALLED";
+
 /// Largest key file accepted: a MISP key is 40 bytes; anything big is not a key.
 const MAX_KEY_FILE: u64 = 4096;
 
@@ -92,6 +96,8 @@ pub enum CredentialError {
         len: usize,
         has_space: bool,
     },
+    #[error("no API key installed for credential {}: the unit's placeholder is in place; write the key to /etc/mispd/credentials/{name} (chmod 600) or use LoadCredentialEncrypted=, then `systemctl restart mispd`", path.display())]
+    NotInstalled { path: PathBuf, name: String },
     #[error("cannot read credential {}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -259,6 +265,15 @@ fn parse_key(
     let text = std::str::from_utf8(trimmed).map_err(|_| CredentialError::NotUtf8 {
         path: path.to_path_buf(),
     })?;
+    if text == UNIT_PLACEHOLDER {
+        return Err(CredentialError::NotInstalled {
+            path: path.to_path_buf(),
+            name: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        });
+    }
     if !looks_like_api_key(text) {
         let has_space = text.chars().any(char::is_whitespace);
         if !allow_nonstandard || has_space || text.chars().any(char::is_control) {
@@ -330,5 +345,26 @@ mod tests {
             parse_key(p, Zeroizing::new(b"\n".to_vec()), false),
             Err(CredentialError::Empty { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod placeholder_tests {
+    use super::*;
+
+    #[test]
+    fn unit_placeholder_says_no_key_is_installed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("misp-main");
+        std::fs::write(&p, UNIT_PLACEHOLDER).unwrap();
+        let err = load(
+            "misp-main",
+            Some(dir.path()),
+            Path::new("/nonexistent"),
+            true,
+        )
+        .unwrap_err();
+        assert!(matches!(err, CredentialError::NotInstalled { .. }), "{err}");
+        assert!(err.to_string().contains("no API key installed"), "{err}");
     }
 }
