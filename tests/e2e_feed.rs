@@ -40,6 +40,19 @@ fn feed_is_synced_validated_served_and_survives_restart_without_the_feed() {
         let e = e.unwrap();
         std::fs::copy(e.path(), feed.join(e.file_name())).unwrap();
     }
+    // Like the real Infoblox feed: the manifest lists an event whose file is missing.
+    let mpath = feed.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&mpath).unwrap()).unwrap();
+    let listed = manifest
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    manifest["454d994e-c027-4fb1-9be0-b58d815bdf3a"] = listed;
+    std::fs::write(&mpath, serde_json::to_vec(&manifest).unwrap()).unwrap();
     let mut d = start(tmp.path(), &config(feed.to_str().unwrap()), &[]);
 
     // READY=1 only once the socket exists.
@@ -53,6 +66,11 @@ fn feed_is_synced_validated_served_and_survives_restart_without_the_feed() {
     let n = source(&st, "infoblox")["indicators"].as_u64().unwrap();
     assert!(n > 1000, "expected the feed's indicators, got {n}: {st}");
     assert!(st["generation"].as_u64().unwrap() >= 1);
+    assert!(
+        d.log_text().contains("event whose file is missing"),
+        "{}",
+        d.log_text()
+    );
 
     // Known indicators listed with provenance.
     let (code, v) = d.get("/v1/lookup?value=wordpress.agrupem.com");

@@ -303,11 +303,27 @@ impl Worker {
             .collect();
         let mut fetched = Vec::with_capacity(changed.len());
         let mut bad_rows = 0;
+        let mut missing = HashSet::new();
         for (uuid, _) in &changed {
-            let ev = feed.event(uuid).await?;
-            bad_rows += ev.bad_rows;
-            fetched.push(ev.attributes);
+            match feed.event(uuid).await {
+                Ok(ev) => {
+                    bad_rows += ev.bad_rows;
+                    fetched.push(ev.attributes);
+                }
+                // Real feeds list events whose file is gone (the Infoblox feed has one). Skip that
+                // event: keep what we had of it and try it again next time; every other error
+                // abandons the whole sync.
+                Err(FeedError::EventMissing { uuid }) => {
+                    tracing::warn!(source = %self.name, event = %uuid, "the feed's manifest lists an event whose file is missing; skipped");
+                    missing.insert(uuid);
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
+        let changed: Vec<(&String, i64)> = changed
+            .into_iter()
+            .filter(|(u, _)| !missing.contains(*u))
+            .collect();
         if bad_rows > 0 {
             tracing::warn!(source = %self.name, bad_rows, "feed attributes that could not be read were skipped");
         }
