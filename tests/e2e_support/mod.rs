@@ -49,6 +49,11 @@ impl Double {
         }
     }
 
+    /// Runs a future on the double's runtime (e.g. to start a `RecordingServer` there).
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.as_ref().expect("the double is running").block_on(f)
+    }
+
     pub fn srv(&self) -> &MispServer {
         self.srv.as_ref().expect("the double is running")
     }
@@ -174,9 +179,7 @@ pub fn wait_state(d: &Daemon, name: &str, state: &str, timeout: Duration) -> Val
     d.wait_status(timeout, |s| source(s, name)["state"] == state)
 }
 
-/// Waits until `name` has completed a successful sync after `after` (status `last-success`
-/// is an RFC 3339 second; this uses the source's `ok` state plus a fresh request to the double
-/// counted by the caller instead when more precision is needed).
+/// Waits until `name` is `ok` with no last error.
 pub fn wait_ok(d: &Daemon, name: &str) -> Value {
     d.wait_status(Duration::from_secs(20), |s| {
         let src = source(s, name);
