@@ -134,8 +134,8 @@ allowlist = ""
     )
 }
 
-/// A `[[source]]` for the double: pinned, interval 1s, timeout 2s, optionally with a `ca-file`.
-/// `extra` adds keys (e.g. `full-resync = "3s"`).
+/// A `[[source]]` for the double: pinned, interval 1s, timeout 2s (unless `extra` sets one),
+/// optionally with a `ca-file`. `extra` adds keys (e.g. `full-resync = "3s"`).
 pub fn misp_source(
     name: &str,
     url: &str,
@@ -147,6 +147,11 @@ pub fn misp_source(
     let ca = ca_file
         .map(|p| format!("ca-file = \"{}\"\n", p.display()))
         .unwrap_or_default();
+    let timeout = if extra.contains("timeout") {
+        ""
+    } else {
+        "timeout = \"2s\"\n"
+    };
     format!(
         r#"
 [[source]]
@@ -156,8 +161,7 @@ url = "{url}"
 api-key = "{key_name}"
 pins = ["{pin}"]
 {ca}interval = "1s"
-timeout = "2s"
-{extra}
+{timeout}{extra}
 "#
     )
 }

@@ -1,0 +1,488 @@
+//! Protection through outages, crashes and bad responses (issue 5), end to end: the real
+//! `mispd` against the MISP double over pinned TLS. After a first sync, each fault is switched
+//! on at runtime; the same lookups must answer the same, `/v1/status` must show the right state
+//! and last error, and the source must recover when the fault ends.
+
+mod common;
+mod e2e_support;
+mod harness;
+
+use common::server::{Fault, FaultScope, TEST_KEY};
+use e2e_support::*;
+use harness::{source, start, start_with, Daemon};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const DOMAIN: &str = "ticketsparis24.com";
+const MD5: &str = "71a868cdcc6b79b7d274e3b558cd4596";
+/// What must answer the same through every fault: listed values and benign ones.
+const PROBES: [&str; 7] = [
+    DOMAIN,
+    "cdn.ticketsparis24.com",
+    MD5,
+    "olympics2024.cc",
+    "google.com",
+    "8.8.8.8",
+    "example.net",
+];
+
+fn baseline(d: &Daemon) -> Vec<(String, bool)> {
+    let a = answers(d, &PROBES);
+    assert_eq!(
+        a.iter().filter(|(_, l)| *l).count(),
+        4,
+        "the first four probes are listed, the rest not: {a:?}"
+    );
+    a
+}
+
+fn config(double: &Double, dir: &std::path::Path, url: &str, extra: &str) -> String {
+    let ca = ca_file(dir, double);
+    config_head("") + &misp_source("prod", url, &double.pin(), Some(&ca), "misp-prod", extra)
+}
+
+/// Waits until the source's state is `state` and its last error contains `needle`.
+fn wait_fault(d: &Daemon, state: &str, needle: &str) -> Value {
+    let st = d.wait_status(Duration::from_secs(15), |s| {
+        let src = source(s, "prod");
+        src["state"] == state
+            && src["last-error"]
+                .as_str()
+                .is_some_and(|e| e.to_lowercase().contains(&needle.to_lowercase()))
+    });
+    source(&st, "prod").clone()
+}
+
+#[test]
+fn every_remote_fault_keeps_the_served_set_and_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut double = Double::start();
+    write_credential(tmp.path(), "misp-prod", TEST_KEY);
+    let good = config(&double, tmp.path(), &double.url(), "timeout = \"1s\"");
+    let mut d = start(tmp.path(), &good, &[]);
+    wait_ready(&mut d);
+    let st = wait_ok(&d, "prod");
+    let mut generation = st["generation"].clone();
+    let count = source(&st, "prod")["indicators"].clone();
+    let expected = baseline(&d);
+
+    // The same answers, the same indicator count, and (unless a reload rebuilt the index on
+    // purpose) no new generation: a failed sync publishes nothing.
+    let same_answers = |d: &Daemon, what: &str| -> Value {
+        assert_eq!(
+            answers(d, &PROBES),
+            expected,
+            "lookups changed during {what}"
+        );
+        let st = d.status();
+        assert_eq!(source(&st, "prod")["indicators"], count, "{what}: {st}");
+        st
+    };
+    let same = |d: &Daemon, what: &str, generation: &Value| {
+        let st = same_answers(d, what);
+        assert_eq!(
+            &st["generation"], generation,
+            "{what}: a new generation was published"
+        );
+    };
+
+    let faults: Vec<(Fault, &str, &str)> = vec![
+        (Fault::Status500Json, "degraded", "MISP server error 500"),
+        (Fault::Html200, "degraded", "instead of JSON"),
+        (Fault::Redirect302Login, "degraded", "/users/login"),
+        (Fault::TruncatedBody, "degraded", "invalid JSON"),
+        (Fault::InvalidJson, "degraded", "invalid JSON"),
+        (
+            Fault::Slow(Duration::from_millis(300)),
+            "degraded",
+            "did not answer within",
+        ),
+        (Fault::ResetMidBody, "degraded", "broke during the response"),
+        (Fault::Forbidden, "auth-failed", "MISP refused the API key"),
+    ];
+    for (fault, state, needle) in faults {
+        let what = format!("{fault:?}");
+        double.srv().set_fault(fault);
+        let src = wait_fault(&d, state, needle);
+        assert!(src["last-success"].is_string(), "{what}: {src}");
+        same(&d, &what, &generation);
+        double.srv().set_fault(Fault::Ok);
+        wait_ok(&d, "prod");
+        same(&d, &format!("recovery from {what}"), &generation);
+    }
+
+    // 429: the retry waits for X-Rate-Limit-Reset (3 s), not the 1 s interval.
+    double
+        .srv()
+        .set_fault_scoped(Fault::RateLimited { reset_secs: 3 }, FaultScope::Times(1));
+    let src = wait_fault(&d, "degraded", "rate limit");
+    assert!(
+        src["last-error"]
+            .as_str()
+            .unwrap()
+            .contains("retrying in 3s"),
+        "{src}"
+    );
+    let limited_at = Instant::now();
+    same(&d, "429", &generation);
+    wait_ok(&d, "prod");
+    assert!(
+        limited_at.elapsed() >= Duration::from_millis(2500),
+        "retried {:?} after a 429 with a 3 s reset",
+        limited_at.elapsed()
+    );
+
+    // A host name that does not resolve (reload to it, then back).
+    let port = double.port;
+    let nodns = format!("https://does-not-exist.invalid:{port}");
+    std::fs::write(
+        &d.config,
+        config(&double, tmp.path(), &nodns, "timeout = \"1s\"")
+            .replace("{dir}", tmp.path().to_str().unwrap()),
+    )
+    .unwrap();
+    d.signal("HUP");
+    let src = wait_fault(&d, "degraded", "does-not-exist.invalid");
+    assert!(
+        src["last-error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect"),
+        "{src}"
+    );
+    // The reload itself rebuilds the index (new rules may apply): a new generation is expected.
+    same_answers(&d, "DNS failure");
+    std::fs::write(
+        &d.config,
+        good.replace("{dir}", tmp.path().to_str().unwrap()),
+    )
+    .unwrap();
+    d.signal("HUP");
+    let st = wait_ok(&d, "prod");
+    generation = st["generation"].clone();
+    same(&d, "recovery from the DNS failure", &generation);
+
+    // An invalid configuration on SIGHUP is rejected; the running one keeps serving.
+    let seen = d.notifications.len();
+    std::fs::write(
+        &d.config,
+        good.replace("{dir}", tmp.path().to_str().unwrap())
+            .replace("interval = \"1s\"", "intervall = \"1s\""),
+    )
+    .unwrap();
+    d.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let notes = loop {
+        d.wait_notify(Duration::from_millis(100), |_| false);
+        let after = d.notifications[seen..].to_vec();
+        let r = after.iter().position(|n| n.contains("RELOADING=1"));
+        if r.is_some_and(|r| after[r..].iter().any(|n| n.contains("READY=1"))) {
+            break after;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no RELOADING=1 then READY=1: {after:?}"
+        );
+    };
+    assert!(!notes.is_empty());
+    let log = d.log_text();
+    assert!(log.contains("new configuration rejected"), "{log}");
+    assert!(log.contains("intervall"), "the reason names the key: {log}");
+    wait_ok(&d, "prod");
+    same(&d, "a rejected reload", &generation);
+    std::fs::write(
+        &d.config,
+        good.replace("{dir}", tmp.path().to_str().unwrap()),
+    )
+    .unwrap();
+
+    // The server gone (listener and connections), then back on the same port.
+    double.shut_down();
+    let src = wait_fault(&d, "degraded", "cannot connect");
+    assert!(
+        src["last-error"].as_str().unwrap().contains("localhost"),
+        "{src}"
+    );
+    same(&d, "server gone", &generation);
+    double.restart_same_port();
+    double.srv().load_fixture_attributes();
+    wait_ok(&d, "prod");
+    same(&d, "recovery from the server being gone", &generation);
+
+    assert_daemon_keeps_secret(&d, TEST_KEY);
+    let (status, log, _) = d.stop();
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn sigkill_mid_sync_then_misp_down_serves_the_snapshot_and_a_corrupt_one_is_moved_aside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let mut double = Double::start();
+    write_credential(tmp.path(), "misp-prod", TEST_KEY);
+    let cfg = config(&double, tmp.path(), &double.url(), "");
+    let mut d = start(tmp.path(), &cfg, &[]);
+    wait_ready(&mut d);
+    wait_ok(&d, "prod");
+    let expected = baseline(&d);
+    assert!(state.join("snapshot").exists());
+
+    // SIGKILL while a sync is reading a slow answer.
+    double.srv().clear_requests();
+    double
+        .srv()
+        .set_fault(Fault::Slow(Duration::from_millis(100)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !double
+        .srv()
+        .requests()
+        .iter()
+        .any(|r| r.path == "/attributes/restSearch")
+    {
+        assert!(Instant::now() < deadline, "no sync started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(d.source_state("prod"), "syncing");
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    drop(d);
+
+    // Restart with MISP down: the last good set is served at once.
+    double.shut_down();
+    let config_path = tmp.path().join("mispd.toml");
+    let mut d = start_with(tmp.path(), &config_path, &[]);
+    wait_ready(&mut d);
+    assert_eq!(answers(&d, &PROBES), expected, "served from the snapshot");
+    let st = d.wait_status(Duration::from_secs(15), |s| {
+        source(s, "prod")["last-error"].is_string()
+    });
+    let src = source(&st, "prod");
+    assert!(
+        src["state"] == "degraded" || src["state"] == "failing",
+        "{st}"
+    );
+    assert!(
+        src["last-success"].is_string(),
+        "restored from the snapshot: {st}"
+    );
+    assert_eq!(answers(&d, &PROBES), expected);
+
+    // A reload now (MISP down, nothing synced since the restart) re-validates with the new
+    // rules but must not treat the worker's empty store as the source's data.
+    let seen = d.notifications.len();
+    d.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        d.wait_notify(Duration::from_millis(50), |_| false);
+        if d.notifications[seen..]
+            .iter()
+            .any(|n| n.contains("READY=1"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no READY=1 after the reload");
+    }
+    // The re-validation runs right after the reload; watch the answers for a second.
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        assert_eq!(
+            answers(&d, &PROBES),
+            expected,
+            "a reload unlisted the snapshot's set"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        mispd::snapshot::load(&state).unwrap().is_some(),
+        "the snapshot on disk loads"
+    );
+    let (status, log, _) = d.stop();
+    assert!(status.success(), "{log}");
+    assert!(!has_corrupt(&state), "nothing was corrupt");
+
+    // Damage the snapshot: it is moved aside, the daemon starts empty and syncs.
+    let snap = state.join("snapshot");
+    let mut bytes = std::fs::read(&snap).unwrap();
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 16] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&snap, &bytes).unwrap();
+    double.restart_same_port();
+    double.srv().load_fixture_attributes();
+    let mut d = start_with(tmp.path(), &config_path, &[]);
+    wait_ready(&mut d);
+    wait_ok(&d, "prod");
+    assert_eq!(answers(&d, &PROBES), expected, "synced again from MISP");
+    assert!(has_corrupt(&state), "the damaged snapshot was moved aside");
+    assert!(
+        d.log_text().contains("damaged snapshot moved aside"),
+        "{}",
+        d.log_text()
+    );
+    let (status, log, _) = d.stop();
+    assert!(status.success(), "{log}");
+    assert!(mispd::snapshot::load(&state).unwrap().is_some());
+}
+
+fn has_corrupt(state: &std::path::Path) -> bool {
+    std::fs::read_dir(state).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("snapshot.corrupt-")
+    })
+}
+
+/// 150 extra domains, so that deleting them is a mass change (above the breaker floor of 100).
+fn mass_uuid(i: usize) -> String {
+    format!("7a550000-0000-4000-8000-{i:012x}")
+}
+
+#[test]
+fn poison_is_quarantined_and_mass_changes_are_held_until_released() {
+    let tmp = tempfile::tempdir().unwrap();
+    let double = Double::start();
+    let own = double.srv().addr.ip().to_string();
+    double.srv().poison();
+    let extra_poison = [
+        ("ip-dst", "not an ip"),
+        ("md5", "71a868cdcc6b79b7d274e3b558cd459"),
+        ("domain", "bad domain.com"),
+        ("domain", "co.uk"),
+    ];
+    for (i, (t, v)) in extra_poison.iter().enumerate() {
+        double.srv().add_attribute(json!({
+            "uuid": format!("00000000-0000-4000-8000-{:012x}", 0xbee0 + i),
+            "type": t, "category": "Network activity", "value": v, "to_ids": true
+        }));
+    }
+    for i in 0..150 {
+        double.srv().add_attribute(json!({
+            "uuid": mass_uuid(i), "type": "domain", "category": "Network activity",
+            "value": format!("m{i}.mass-test-c2.net"), "to_ids": true
+        }));
+    }
+    write_credential(tmp.path(), "misp-prod", TEST_KEY);
+    let cfg = config(&double, tmp.path(), &double.url(), "full-resync = \"2s\"");
+    let mut d = start(tmp.path(), &cfg, &[]);
+    wait_ready(&mut d);
+    wait_ok(&d, "prod");
+    let expected = baseline(&d);
+    assert!(listed(&d, "m7.mass-test-c2.net"));
+
+    // Nothing poisoned is served...
+    for v in [
+        "1.2.3.4",
+        "2a00:1450:4001::1",
+        "10.1.2.3",
+        "127.0.0.1",
+        &own,
+        "localhost",
+        "192.168.1.1",
+        "0.0.0.0",
+        "bbc.co.uk",
+        "google.com",
+        "not an ip",
+        "71a868cdcc6b79b7d274e3b558cd459",
+    ] {
+        assert!(!listed(&d, v), "poison listed: {v}");
+    }
+    // ...and every poisoned value is in the quarantine with its reason.
+    let (code, q) = d.get("/v1/quarantine?limit=10000");
+    assert_eq!(code, 200);
+    let items = q["items"].as_array().unwrap();
+    let reason = |value: &str| -> String {
+        items
+            .iter()
+            .find(|i| i["value"] == value)
+            .map(|i| i["reason"]["code"].as_str().unwrap().to_string())
+            .unwrap_or_else(|| panic!("{value} not quarantined: {q}"))
+    };
+    let port = double.port;
+    let expectations: Vec<(String, &[&str])> = vec![
+        ("0.0.0.0/0".into(), &["too-broad"]),
+        ("::/0".into(), &["too-broad"]),
+        ("10.0.0.0/8".into(), &["bogon", "too-broad"]),
+        // The double's own address and name are loopback / single-label: refused as bogon or
+        // syntax before the protected-infrastructure check would see them.
+        ("127.0.0.1".into(), &["bogon", "protected"]),
+        (format!("{own}|{port}"), &["bogon", "protected"]),
+        (
+            format!("https://localhost:{port}/"),
+            &["syntax", "protected"],
+        ),
+        ("localhost".into(), &["protected", "bogon", "syntax"]),
+        // A single label is refused before the public-suffix check; co.uk covers that one.
+        ("com".into(), &["syntax", "public-suffix"]),
+        ("co.uk".into(), &["public-suffix"]),
+        ("192.168.0.0/16".into(), &["bogon"]),
+        ("not an ip".into(), &["syntax"]),
+        ("71a868cdcc6b79b7d274e3b558cd459".into(), &["syntax"]),
+        ("bad domain.com".into(), &["syntax"]),
+    ];
+    let wrong: Vec<String> = expectations
+        .iter()
+        .map(|(value, codes)| (value, codes, reason(value)))
+        .filter(|(_, codes, got)| !codes.contains(&got.as_str()))
+        .map(|(value, codes, got)| format!("{value}: {got} (expected one of {codes:?})"))
+        .collect();
+    assert!(wrong.is_empty(), "wrong reasons: {wrong:#?}\n{q}");
+    let st = d.status();
+    assert!(source(&st, "prod")["quarantined"].as_u64().unwrap() >= expectations.len() as u64);
+
+    // Mass delete: 150 of ~180 soft-deleted at once is held; everything stays listed.
+    for i in 0..150 {
+        assert!(double.srv().soft_delete(&mass_uuid(i)));
+    }
+    let st = wait_state(&d, "prod", "held", Duration::from_secs(15));
+    let held = &source(&st, "prod")["held"];
+    assert_eq!(held["removed"], 150, "{st}");
+    assert_eq!(held["added"], 0, "{st}");
+    assert!(held["reason"].as_str().unwrap().contains("removed"), "{st}");
+    assert!(listed(&d, "m7.mass-test-c2.net"), "held: still served");
+    assert_eq!(answers(&d, &PROBES), expected);
+    let sock = d.socket.to_str().unwrap().to_string();
+    let (code, out, err) = harness::ctl(&["--socket", &sock, "status"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("HELD: +0 -150"), "{out}");
+    let (code, out, err) = harness::ctl(&["--socket", &sock, "release", "prod"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("released"), "{out}");
+    assert!(
+        !listed(&d, "m7.mass-test-c2.net"),
+        "the release applied the deletes"
+    );
+    assert_eq!(answers(&d, &PROBES), expected);
+    wait_ok(&d, "prod");
+
+    // An empty answer (at the next full resync) is held too.
+    double.srv().set_fault(Fault::Empty);
+    let st = wait_state(&d, "prod", "held", Duration::from_secs(15));
+    let held = &source(&st, "prod")["held"];
+    assert!(held["reason"].as_str().unwrap().contains("empty"), "{st}");
+    assert!(held["removed"].as_u64().unwrap() >= 4, "{st}");
+    assert_eq!(
+        answers(&d, &PROBES),
+        expected,
+        "an empty answer unlists nothing"
+    );
+    let (code, out, err) = harness::ctl(&["--socket", &sock, "release", "prod"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        !listed(&d, DOMAIN),
+        "released: the source now serves nothing"
+    );
+    double.srv().set_fault(Fault::Ok);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !listed(&d, DOMAIN) {
+        assert!(Instant::now() < deadline, "{}", d.status());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(answers(&d, &PROBES), expected);
+
+    assert_daemon_keeps_secret(&d, TEST_KEY);
+    let (status, log, _) = d.stop();
+    assert!(status.success(), "{log}");
+}
