@@ -486,3 +486,97 @@ fn poison_is_quarantined_and_mass_changes_are_held_until_released() {
     let (status, log, _) = d.stop();
     assert!(status.success(), "{log}");
 }
+
+/// Waits until the snapshot on disk holds what the daemon serves (the write after a sync
+/// follows the publication); returns that count.
+fn snapshot_settled(d: &Daemon, state: &std::path::Path) -> usize {
+    let served = source(&wait_ok(d, "prod"), "prod")["indicators"]
+        .as_u64()
+        .unwrap() as usize;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if !state.join("snapshot.tmp").exists() {
+            if let Ok(Some(r)) = mispd::snapshot::load(state) {
+                if r.sources["prod"].indicators.len() == served {
+                    return served;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the snapshot never caught up with {served}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A large set, so that a snapshot write takes long enough to be hit by a SIGKILL.
+fn kill_test_attr(i: usize) -> Value {
+    json!({
+        "uuid": format!("c0ffee00-0000-4000-8000-{i:012x}"), "type": "domain",
+        "category": "Network activity", "value": format!("k{i}.kill-test-c2.net"), "to_ids": true
+    })
+}
+
+#[test]
+fn sigkill_during_snapshot_writes_leaves_the_old_or_the_new_snapshot() {
+    const BASE: usize = 6_000;
+    const BATCH: usize = 500;
+    const ROUNDS: usize = 3;
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let double = Double::start();
+    for i in 0..BASE {
+        double.srv().add_attribute(kill_test_attr(i));
+    }
+    write_credential(tmp.path(), "misp-prod", TEST_KEY);
+    let cfg = config(&double, tmp.path(), &double.url(), "page-size = 50000");
+    let mut d = start(tmp.path(), &cfg, &[]);
+    wait_ready(&mut d);
+    wait_ok(&d, "prod");
+    let config_path = tmp.path().join("mispd.toml");
+    let mut next = BASE;
+    let mut mid_write = 0;
+    for round in 0..ROUNDS {
+        let before_n = snapshot_settled(&d, &state);
+        // New attributes: the next sync applies them and writes a bigger snapshot.
+        for i in next..next + BATCH {
+            double.srv().add_attribute(kill_test_attr(i));
+        }
+        next += BATCH;
+        let tmp_file = state.join("snapshot.tmp");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !tmp_file.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        d.child.kill().unwrap();
+        d.child.wait().unwrap();
+        // A leftover temp file means the kill landed before the rename: the old one must load.
+        let killed_mid_write = tmp_file.exists();
+        mid_write += usize::from(killed_mid_write);
+        drop(d);
+        // Either the old or the new snapshot, whole.
+        let after = mispd::snapshot::load(&state)
+            .unwrap_or_else(|e| panic!("round {round}: snapshot damaged by SIGKILL: {e}"))
+            .expect("a snapshot");
+        let n = after.sources["prod"].indicators.len();
+        assert!(
+            n == before_n || (n == before_n + BATCH && !killed_mid_write),
+            "round {round}: {n} indicators, expected {before_n} or {}",
+            before_n + BATCH
+        );
+        assert!(!has_corrupt(&state));
+        d = start_with(tmp.path(), &config_path, &[]);
+        wait_ready(&mut d);
+        assert!(
+            listed(&d, DOMAIN),
+            "round {round}: served after the restart"
+        );
+        assert!(listed(&d, "k17.kill-test-c2.net"));
+        wait_ok(&d, "prod");
+    }
+    assert!(listed(&d, &format!("k{}.kill-test-c2.net", next - 1)));
+    let (status, log, _) = d.stop();
+    assert!(status.success(), "{log}");
+    eprintln!("{mid_write} of {ROUNDS} kills landed while snapshot.tmp was being written");
+}
