@@ -105,6 +105,13 @@ fn every_remote_fault_keeps_the_served_set_and_recovers() {
         double.srv().set_fault(fault);
         let src = wait_fault(&d, state, needle);
         assert!(src["last-success"].is_string(), "{what}: {src}");
+        let line = format!("prod {state}");
+        assert!(
+            d.wait_notify(Duration::from_secs(5), |n| n.contains("STATUS=")
+                && n.contains(&line))
+                .is_some(),
+            "{what}: STATUS= says `{line}`"
+        );
         same(&d, &what, &generation);
         double.srv().set_fault(Fault::Ok);
         wait_ok(&d, "prod");
@@ -228,10 +235,11 @@ fn sigkill_mid_sync_then_misp_down_serves_the_snapshot_and_a_corrupt_one_is_move
     assert!(state.join("snapshot").exists());
 
     // SIGKILL while a sync is reading a slow answer.
-    double.srv().clear_requests();
+    // Fault first, then clear: every request recorded from now on is a slow one.
     double
         .srv()
         .set_fault(Fault::Slow(Duration::from_millis(100)));
+    double.srv().clear_requests();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !double
         .srv()
@@ -433,9 +441,8 @@ fn poison_is_quarantined_and_mass_changes_are_held_until_released() {
     assert!(source(&st, "prod")["quarantined"].as_u64().unwrap() >= expectations.len() as u64);
 
     // Mass delete: 150 of ~180 soft-deleted at once is held; everything stays listed.
-    for i in 0..150 {
-        assert!(double.srv().soft_delete(&mass_uuid(i)));
-    }
+    let mass: Vec<String> = (0..150).map(mass_uuid).collect();
+    assert_eq!(double.srv().soft_delete_many(&mass), 150);
     let st = wait_state(&d, "prod", "held", Duration::from_secs(15));
     let held = &source(&st, "prod")["held"];
     assert_eq!(held["removed"], 150, "{st}");
@@ -526,9 +533,9 @@ fn sigkill_during_snapshot_writes_leaves_the_old_or_the_new_snapshot() {
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state");
     let double = Double::start();
-    for i in 0..BASE {
-        double.srv().add_attribute(kill_test_attr(i));
-    }
+    double
+        .srv()
+        .add_attributes((0..BASE).map(kill_test_attr).collect());
     write_credential(tmp.path(), "misp-prod", TEST_KEY);
     let cfg = config(&double, tmp.path(), &double.url(), "page-size = 50000");
     let mut d = start(tmp.path(), &cfg, &[]);
@@ -540,9 +547,9 @@ fn sigkill_during_snapshot_writes_leaves_the_old_or_the_new_snapshot() {
     for round in 0..ROUNDS {
         let before_n = snapshot_settled(&d, &state);
         // New attributes: the next sync applies them and writes a bigger snapshot.
-        for i in next..next + BATCH {
-            double.srv().add_attribute(kill_test_attr(i));
-        }
+        double
+            .srv()
+            .add_attributes((next..next + BATCH).map(kill_test_attr).collect());
         next += BATCH;
         let tmp_file = state.join("snapshot.tmp");
         let deadline = Instant::now() + Duration::from_secs(10);

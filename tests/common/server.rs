@@ -328,6 +328,33 @@ impl MispServer {
         push_attr(&mut self.state.lock().unwrap(), attr);
     }
 
+    /// Adds several attributes at once (one lock: no sync sees half of them).
+    pub fn add_attributes(&self, attrs: Vec<Value>) {
+        let mut s = self.state.lock().unwrap();
+        for a in attrs {
+            push_attr(&mut s, a);
+        }
+    }
+
+    /// Soft-deletes several attributes at once (one lock: a mass delete no sync sees half of).
+    /// Returns how many were found.
+    pub fn soft_delete_many(&self, uuids: &[String]) -> usize {
+        let mut s = self.state.lock().unwrap();
+        let mut n = 0;
+        for a in s.attributes.iter_mut() {
+            if a["uuid"]
+                .as_str()
+                .is_some_and(|u| uuids.iter().any(|x| x == u))
+            {
+                let ts = as_i64(&a["timestamp"]).unwrap_or(0).max(now() - 1) + 1;
+                a["deleted"] = json!(true);
+                a["timestamp"] = json!(ts.to_string());
+                n += 1;
+            }
+        }
+        n
+    }
+
     pub fn attribute_count(&self) -> usize {
         self.state.lock().unwrap().attributes.len()
     }
