@@ -50,6 +50,13 @@ fn auth_failure_key_rotation_and_redirects_never_expose_the_key() {
     wait_ok(&d, "prod");
     assert!(listed(&d, DOMAIN));
 
+    // MISP's X-Auth-Key-Expiration is surfaced in the status.
+    let expires = "2027-01-15T00:00:00+00:00";
+    double.srv().state.lock().unwrap().key_expiration = Some(expires.to_string());
+    d.wait_status(Duration::from_secs(15), |s| {
+        source(s, "prod")["key-expires"] == expires
+    });
+
     // 403 from a hostile server that echoes the Authorization header it got.
     double.srv().set_fault(Fault::Forbidden);
     let st = wait_state(&d, "prod", "auth-failed", Duration::from_secs(15));
