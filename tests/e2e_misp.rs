@@ -228,7 +228,8 @@ fn loose_credential_and_wrong_pin_are_refused_while_another_source_keeps_running
             "",
         )
         + &misp_source("wrongpin", &double.url(), &other_pin, None, "good", "");
-    let mut d = start(tmp.path(), &cfg, &[]);
+    // With a watchdog: a disabled source (no worker) must not stop it being fed.
+    let mut d = start(tmp.path(), &cfg, &[("WATCHDOG_USEC", "1000000")]);
     wait_ready(&mut d);
     wait_ok(&d, "good");
 
@@ -264,6 +265,12 @@ fn loose_credential_and_wrong_pin_are_refused_while_another_source_keeps_running
         .collect();
     assert_eq!(sources, ["good"], "{v}");
     assert_eq!(source(&d.status(), "good")["state"], "ok");
+
+    assert!(
+        d.wait_notify(Duration::from_secs(5), |n| n.contains("WATCHDOG=1"))
+            .is_some(),
+        "the watchdog is fed"
+    );
 
     assert_daemon_keeps_secret(&d, TEST_KEY);
     let (status, log, _) = d.stop();

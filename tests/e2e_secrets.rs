@@ -45,7 +45,8 @@ fn auth_failure_key_rotation_and_redirects_never_expose_the_key() {
             "misp-prod",
             "",
         );
-    let mut d = start(tmp.path(), &cfg, &[]);
+    // The most verbose logging there is (every crate at trace): still no key.
+    let mut d = start(tmp.path(), &cfg, &[("MISPD_LOG", "trace")]);
     wait_ready(&mut d);
     wait_ok(&d, "prod");
     assert!(listed(&d, DOMAIN));
@@ -125,6 +126,7 @@ fn auth_failure_key_rotation_and_redirects_never_expose_the_key() {
     double.srv().set_fault(Fault::Ok);
     wait_ok(&d, "prod");
 
+    assert!(d.log_text().contains("TRACE"), "trace logging was on");
     for key in [TEST_KEY, NEW_KEY] {
         assert_daemon_keeps_secret(&d, key);
     }
