@@ -310,10 +310,18 @@ fn health(ctx: &Ctx) -> Resp {
             &serde_json::json!({ "status": "starting", "error": "no data published yet", "code": "not-ready" }),
         );
     }
+    // `syncing` right after a success (no last error) is the normal life of a healthy source
+    // (with a short interval it is syncing much of the time); a retry after a failure keeps its
+    // last error, and a source that never synced has no success: both stay reported.
+    let healthy = |s: &crate::model::SourceStatus| match s.state {
+        crate::model::SourceState::Ok => true,
+        crate::model::SourceState::Syncing => s.last_error.is_none() && s.last_success.is_some(),
+        _ => false,
+    };
     let degraded: Vec<_> = view
         .sources
         .iter()
-        .filter(|s| s.state != crate::model::SourceState::Ok)
+        .filter(|s| !healthy(s))
         .map(|s| serde_json::json!({ "name": s.name, "state": s.state }))
         .collect();
     let status = if degraded.is_empty() {
