@@ -66,6 +66,15 @@ fn every_remote_fault_keeps_the_served_set_and_recovers() {
     let count = source(&st, "prod")["indicators"].clone();
     let expected = baseline(&d);
 
+    // A healthy source syncing every second stays healthy the whole time (sampled across
+    // several syncs, so some samples fall inside a sync).
+    let until = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < until {
+        let (code, h) = d.get("/v1/health");
+        assert_eq!((code, &h["status"]), (200, &json!("ok")), "{h}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+
     // The same answers, the same indicator count, and (unless a reload rebuilt the index on
     // purpose) no new generation: a failed sync publishes nothing.
     let same_answers = |d: &Daemon, what: &str| -> Value {
@@ -112,6 +121,11 @@ fn every_remote_fault_keeps_the_served_set_and_recovers() {
                 .is_some(),
             "{what}: STATUS= says `{line}`"
         );
+        // Still serving (200), but monitoring sees which source is not well.
+        let (code, h) = d.get("/v1/health");
+        assert_eq!(code, 200, "{what}: {h}");
+        assert_eq!(h["status"], "degraded", "{what}: {h}");
+        assert_eq!(h["degraded"][0]["name"], "prod", "{what}: {h}");
         same(&d, &what, &generation);
         double.srv().set_fault(Fault::Ok);
         wait_ok(&d, "prod");
@@ -232,7 +246,8 @@ fn sigkill_mid_sync_then_misp_down_serves_the_snapshot_and_a_corrupt_one_is_move
     wait_ready(&mut d);
     wait_ok(&d, "prod");
     let expected = baseline(&d);
-    assert!(state.join("snapshot").exists());
+    // The snapshot is written right after the publication: wait for it.
+    snapshot_settled(&d, &state);
 
     // SIGKILL while a sync is reading a slow answer.
     // Fault first, then clear: every request recorded from now on is a slow one.
@@ -252,6 +267,9 @@ fn sigkill_mid_sync_then_misp_down_serves_the_snapshot_and_a_corrupt_one_is_move
     }
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(d.source_state("prod"), "syncing");
+    // A long sync after a good one is not a health problem.
+    let (code, h) = d.get("/v1/health");
+    assert_eq!((code, &h["status"]), (200, &json!("ok")), "{h}");
     d.child.kill().unwrap();
     d.child.wait().unwrap();
     drop(d);
