@@ -217,6 +217,24 @@ fn every_remote_fault_keeps_the_served_set_and_recovers() {
     )
     .unwrap();
 
+    // A response larger than max-response-bytes is cut off (reload to a 1 KiB cap and back).
+    let dir = tmp.path().to_str().unwrap();
+    let reload = |d: &mut Daemon, extra: &str| {
+        std::fs::write(
+            &d.config,
+            config(&double, tmp.path(), &double.url(), extra).replace("{dir}", dir),
+        )
+        .unwrap();
+        d.signal("HUP");
+    };
+    reload(&mut d, "timeout = \"1s\"\nmax-response-bytes = 1024");
+    wait_fault(&d, "degraded", "exceeds 1024 bytes");
+    same_answers(&d, "a response over the cap");
+    // With max-stale 2s: a source failing longer than that is reported `failing`.
+    reload(&mut d, "timeout = \"1s\"\nmax-stale = \"2s\"");
+    let st = wait_ok(&d, "prod");
+    generation = st["generation"].clone();
+
     // The server gone (listener and connections), then back on the same port.
     double.shut_down();
     let src = wait_fault(&d, "degraded", "cannot connect");
@@ -225,6 +243,11 @@ fn every_remote_fault_keeps_the_served_set_and_recovers() {
         "{src}"
     );
     same(&d, "server gone", &generation);
+    wait_fault(&d, "failing", "cannot connect");
+    let (code, h) = d.get("/v1/health");
+    assert_eq!(code, 200, "stale data is still served: {h}");
+    assert_eq!(h["degraded"][0]["state"], "failing", "{h}");
+    same(&d, "server gone past max-stale", &generation);
     double.restart_same_port();
     double.srv().load_fixture_attributes();
     wait_ok(&d, "prod");
