@@ -350,15 +350,18 @@ fn health(ctx: &Ctx) -> Resp {
             &serde_json::json!({ "status": "starting", "error": "no data published yet", "code": "not-ready" }),
         );
     }
+    // `syncing` right after a success (no last error) is the normal life of a healthy source
+    // (with a short interval it is syncing much of the time); a retry after a failure keeps its
+    // last error, and a source that never synced has no success: both stay reported.
+    let healthy = |s: &crate::model::SourceStatus| match s.state {
+        crate::model::SourceState::Ok => true,
+        crate::model::SourceState::Syncing => s.last_error.is_none() && s.last_success.is_some(),
+        _ => false,
+    };
     let degraded: Vec<_> = view
         .sources
         .iter()
-        // A sync in progress over data that is fine is not a degradation.
-        .filter(|s| {
-            use crate::model::SourceState::{Ok, Syncing};
-            let fine = s.state == Ok || (s.state == Syncing && s.last_success_epoch.is_some());
-            !fine
-        })
+        .filter(|s| !healthy(s))
         .map(|s| serde_json::json!({ "name": s.name, "state": s.state }))
         .collect();
     let status = if degraded.is_empty() {

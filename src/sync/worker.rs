@@ -162,8 +162,14 @@ impl Worker {
                     _ = &mut sleep => break,
                     _ = stop.changed() => return state,
                     Ok(()) = self.revalidate.changed() => {
-                        if let Some(ev) = self.validate(&state, None, Instant::now(), false).await {
-                            let _ = self.events.send(ev).await;
+                        // Only a store filled by a completed sync speaks for the source. Before
+                        // that (just started from the snapshot, or the URL changed on reload and
+                        // MISP is down), re-validating the empty store would publish "nothing"
+                        // past the breakers and unlist the whole last known-good set.
+                        if has_synced(&state) {
+                            if let Some(ev) = self.validate(&state, None, Instant::now(), false).await {
+                                let _ = self.events.send(ev).await;
+                            }
                         }
                     }
                 }
@@ -341,6 +347,11 @@ impl Worker {
         state.cursor.last_full = Some(now_epoch());
         Ok(())
     }
+}
+
+/// Whether the worker's store reflects a completed sync (MISP: a full sync; feeds: any sync).
+fn has_synced(state: &WorkerState) -> bool {
+    state.cursor.last_full.is_some()
 }
 
 /// Exponential backoff from 2 s, capped at the interval, with +-25 % jitter so that many hosts

@@ -152,6 +152,25 @@ impl MispServer {
         cert: &TestCert,
         versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> MispServer {
+        Self::start_full(cert, versions, 0).await
+    }
+
+    /// Starts on 127.0.0.1:`port` (0: any free port), e.g. to come back on the port a daemon
+    /// is configured with after "the server is gone". Retries the bind for up to 5 s.
+    pub async fn start_at(cert: &TestCert, port: u16) -> MispServer {
+        Self::start_full(
+            cert,
+            &[&rustls::version::TLS13, &rustls::version::TLS12],
+            port,
+        )
+        .await
+    }
+
+    async fn start_full(
+        cert: &TestCert,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        port: u16,
+    ) -> MispServer {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)
@@ -160,7 +179,18 @@ impl MispServer {
             .with_single_cert(cert.chain.clone(), cert.key())
             .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(l) => break l,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("bind 127.0.0.1:{port}: {e}"),
+            }
+        };
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             key: TEST_KEY.to_string(),
@@ -296,6 +326,33 @@ impl MispServer {
 
     pub fn add_attribute(&self, attr: Value) {
         push_attr(&mut self.state.lock().unwrap(), attr);
+    }
+
+    /// Adds several attributes at once (one lock: no sync sees half of them).
+    pub fn add_attributes(&self, attrs: Vec<Value>) {
+        let mut s = self.state.lock().unwrap();
+        for a in attrs {
+            push_attr(&mut s, a);
+        }
+    }
+
+    /// Soft-deletes several attributes at once (one lock: a mass delete no sync sees half of).
+    /// Returns how many were found.
+    pub fn soft_delete_many(&self, uuids: &[String]) -> usize {
+        let mut s = self.state.lock().unwrap();
+        let mut n = 0;
+        for a in s.attributes.iter_mut() {
+            if a["uuid"]
+                .as_str()
+                .is_some_and(|u| uuids.iter().any(|x| x == u))
+            {
+                let ts = as_i64(&a["timestamp"]).unwrap_or(0).max(now() - 1) + 1;
+                a["deleted"] = json!(true);
+                a["timestamp"] = json!(ts.to_string());
+                n += 1;
+            }
+        }
+        n
     }
 
     pub fn attribute_count(&self) -> usize {

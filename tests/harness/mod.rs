@@ -8,6 +8,8 @@ use std::io::{Read, Write};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mispd");
@@ -22,8 +24,12 @@ pub struct Daemon {
     pub dir: PathBuf,
     pub socket: PathBuf,
     pub config: PathBuf,
-    notify: UnixDatagram,
-    /// Every notification received so far, in order.
+    /// Filled by a thread that drains the notify socket all the time, as systemd does: the
+    /// kernel queues only `net.unix.max_dgram_qlen` datagrams (10 by default) and then the
+    /// daemon's next `sd_notify` blocks.
+    received: Arc<Mutex<Vec<String>>>,
+    drain_stop: Arc<AtomicBool>,
+    /// Every notification received so far, in order (updated by [`Daemon::wait_notify`]).
     pub notifications: Vec<String>,
     pub log: PathBuf,
 }
@@ -60,12 +66,28 @@ pub fn start_with(dir: &Path, config_path: &Path, env: &[(&str, &str)]) -> Daemo
         cmd.env(k, v);
     }
     let child = cmd.spawn().expect("start mispd");
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let drain_stop = Arc::new(AtomicBool::new(false));
+    {
+        let received = received.clone();
+        let stop = drain_stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(n) = notify.recv(&mut buf) {
+                    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+                    received.lock().unwrap().push(msg);
+                }
+            }
+        });
+    }
     Daemon {
         child,
         dir: dir.to_path_buf(),
         socket: dir.join("query.sock"),
         config: config_path.to_path_buf(),
-        notify,
+        received,
+        drain_stop,
         notifications: Vec::new(),
         log,
     }
@@ -79,35 +101,30 @@ fn rand_suffix() -> u128 {
 }
 
 impl Daemon {
-    /// Read notifications until one satisfies `pred`, or the timeout passes.
+    /// Wait until a notification (any received so far, in order) satisfies `pred`, or the
+    /// timeout passes, or the daemon has exited and nothing more can come.
     pub fn wait_notify(
         &mut self,
         timeout: Duration,
         pred: impl Fn(&str) -> bool,
     ) -> Option<String> {
         let deadline = Instant::now() + timeout;
-        if let Some(n) = self.notifications.iter().find(|n| pred(n)) {
-            return Some(n.clone());
-        }
-        let mut buf = vec![0u8; 65536];
-        while Instant::now() < deadline {
-            match self.notify.recv(&mut buf) {
-                Ok(n) => {
-                    let msg = String::from_utf8_lossy(&buf[..n]).to_string();
-                    self.notifications.push(msg.clone());
-                    if pred(&msg) {
-                        return Some(msg);
-                    }
-                }
-                // Nothing queued: if the daemon is gone, nothing more will come.
-                Err(_) => {
-                    if let Ok(Some(_)) = self.child.try_wait() {
-                        return None;
-                    }
-                }
+        loop {
+            self.notifications = self.received.lock().unwrap().clone();
+            if let Some(n) = self.notifications.iter().find(|n| pred(n)) {
+                return Some(n.clone());
             }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                // Let the drain thread pick up what was sent just before the exit.
+                std::thread::sleep(Duration::from_millis(150));
+                self.notifications = self.received.lock().unwrap().clone();
+                return self.notifications.iter().find(|n| pred(n)).cloned();
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        None
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
@@ -187,6 +204,7 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        self.drain_stop.store(true, Ordering::Relaxed);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
