@@ -265,9 +265,10 @@ impl Config {
             reason: e.to_string(),
         })?;
         // First a plain TOML parse: syntax errors with line numbers, and the key scan.
+        // A syntax error quotes the offending line: redact anything key-shaped in it.
         let raw: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            reason: redact_key_like(&e.to_string()),
         })?;
         if let Some(key) = find_key_like_string(&toml::Value::Table(raw), "") {
             return Err(ConfigError::Key {
@@ -300,7 +301,7 @@ impl Config {
             })?;
         let cfg: Config = built.try_deserialize().map_err(|e| ConfigError::Invalid {
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            reason: tidy_key_path(&redact_key_like(&e.to_string())),
         })?;
         cfg.check().map_err(|(key, reason)| ConfigError::Key {
             path: path.to_path_buf(),
@@ -438,12 +439,42 @@ impl Config {
     }
 }
 
-/// The dotted key of the first string value that looks like a MISP API key, if any.
+/// Runs of letters and digits in `s` (where a key pasted into a URL or a sentence would stand).
+fn alnum_runs(s: &str) -> impl Iterator<Item = &str> {
+    s.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|t| !t.is_empty())
+}
+
+/// `s` with every key-shaped run of letters and digits replaced by `***`.
+fn redact_key_like(s: &str) -> String {
+    let mut out = s.to_string();
+    for run in alnum_runs(s).filter(|r| crate::credentials::looks_like_api_key(r)) {
+        out = out.replace(run, "***");
+    }
+    out
+}
+
+/// The config crate writes `source[0]interval`; say `source[0].interval`.
+fn tidy_key_path(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut prev = ' ';
+    for c in s.chars() {
+        if prev == ']' && c.is_ascii_alphabetic() {
+            out.push('.');
+        }
+        out.push(c);
+        prev = c;
+    }
+    out
+}
+
+/// The dotted key of the first string value that holds something shaped like a MISP API key
+/// (the whole value, or a run of letters and digits inside it, as in `https://misp/?key=...`).
 fn find_key_like_string(v: &toml::Value, at: &str) -> Option<String> {
     match v {
-        toml::Value::String(s) => {
-            crate::credentials::looks_like_api_key(s.trim()).then(|| at.to_string())
-        }
+        toml::Value::String(s) => alnum_runs(s)
+            .any(crate::credentials::looks_like_api_key)
+            .then(|| at.to_string()),
         toml::Value::Array(a) => a
             .iter()
             .enumerate()
@@ -531,6 +562,25 @@ pins = ["sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]
             !err.contains("abcdefghijABCDEFGHIJ"),
             "the key must not be echoed: {err}"
         );
+    }
+
+    #[test]
+    fn syntax_errors_and_urls_do_not_leak_keys() {
+        let key = "abcdefghijABCDEFGHIJ0123456789abcdefghij";
+        let err = load(&MINIMAL.replace("api-key = \"misp-prod\"", &format!("api-key = \"{key}")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !err.contains(key),
+            "unterminated string echoed the key: {err}"
+        );
+        let err = load(&MINIMAL.replace(
+            "https://misp.example.org",
+            &format!("https://misp.example.org/?key={key}"),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("source[0].url") && !err.contains(key), "{err}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::model::now_epoch;
 use crate::state::{Shared, View};
-use crate::supervisor::{build_validator, Supervisor};
+use crate::supervisor::{build_validator, Signals, Supervisor};
 use crate::{notify, query, snapshot};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -65,6 +65,7 @@ pub async fn run(
     config: Config,
     activated: Option<std::os::unix::net::UnixListener>,
 ) -> Result<(), DaemonError> {
+    let signals = Signals::install().map_err(DaemonError::Signals)?;
     // The two slow parts of a start, the warninglists and the snapshot, load side by side.
     let for_validator = config.clone();
     let validator = tokio::task::spawn_blocking(move || build_validator(&for_validator));
@@ -92,6 +93,7 @@ pub async fn run(
     );
     supervisor.publish_initial().await;
 
+    let bound_here = activated.is_none();
     let listener = match activated {
         Some(l) => {
             tracing::info!("using the query socket passed by systemd");
@@ -109,10 +111,17 @@ pub async fn run(
     tracing::info!(socket = %query_settings.socket.display(), "query service listening");
     notify::ready(&supervisor.status_line());
 
-    supervisor.run().await.map_err(DaemonError::Signals)?;
+    supervisor
+        .run(signals)
+        .await
+        .map_err(DaemonError::Signals)?;
     let _ = stop_tx.send(true);
     if tokio::time::timeout(DRAIN_TIMEOUT, server).await.is_err() {
         tracing::warn!("in-flight queries did not finish in time");
+    }
+    // A socket systemd owns stays; one we bound is ours to remove.
+    if bound_here {
+        let _ = std::fs::remove_file(&query_settings.socket);
     }
     tracing::info!("stopped");
     Ok(())

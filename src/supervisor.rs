@@ -35,11 +35,34 @@ struct SourceSlot {
     quarantine: Vec<Rejection>,
     /// Further syncs that returned exactly the held set (for `auto-release-after`).
     held_confirmations: u32,
+    /// The rejections of the held set, shown once it is released.
+    held_quarantine: Vec<Rejection>,
+    /// Reason counts of the last journal summary, so an unchanged quarantine is not re-logged.
+    last_rejections: String,
     key: Option<SharedKey>,
     worker: Option<WorkerHandle>,
     stale_warned: bool,
     /// Whether the "API key expires soon" warning was given for the current expiry date.
     expiry_warned: Option<String>,
+}
+
+/// The signals the daemon handles, installed first thing at start so that a SIGHUP or SIGTERM
+/// during start-up is queued for the supervisor instead of killing the process.
+pub struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
 }
 
 pub struct Supervisor {
@@ -51,8 +74,8 @@ pub struct Supervisor {
     slots: Vec<SourceSlot>,
     generation: u64,
     index: Arc<Index>,
-    events_tx: mpsc::Sender<WorkerEvent>,
-    events_rx: mpsc::Receiver<WorkerEvent>,
+    events_tx: mpsc::UnboundedSender<WorkerEvent>,
+    events_rx: mpsc::UnboundedReceiver<WorkerEvent>,
     admin_rx: mpsc::Receiver<AdminCommand>,
 }
 
@@ -62,7 +85,12 @@ pub fn build_validator(config: &Config) -> Validator {
     let protected = Protected::discover(&hosts, &config.daemon.resolv_conf);
     let (validator, warnings) = Validator::load(&config.validation, protected);
     for w in warnings {
-        tracing::warn!(warning = %w, "warninglist or allowlist problem; the rest is loaded");
+        // The loader marks notes that need no action "(info)" (e.g. no allowlist file).
+        if w.ends_with("(info)") {
+            tracing::info!(note = %w, "validation");
+        } else {
+            tracing::warn!(warning = %w, "warninglist or allowlist problem; the rest is loaded");
+        }
     }
     validator
 }
@@ -77,7 +105,8 @@ impl Supervisor {
         validator: Validator,
     ) -> Supervisor {
         let validator = Arc::new(ArcSwap::from_pointee(validator));
-        let (events_tx, events_rx) = mpsc::channel(64);
+        // Unbounded: a worker must never wait on the supervisor, which may be waiting for it to stop.
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (revalidate, _) = watch::channel(0);
         let mut sup = Supervisor {
             config_path,
@@ -120,11 +149,12 @@ impl Supervisor {
     }
 
     /// Start every worker and run until SIGTERM/SIGINT. Returns after the final snapshot.
-    pub async fn run(mut self) -> std::io::Result<()> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hup = signal(SignalKind::hangup())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
+    pub async fn run(mut self, signals: Signals) -> std::io::Result<()> {
+        let Signals {
+            mut hup,
+            mut term,
+            mut int,
+        } = signals;
         for i in 0..self.slots.len() {
             self.start_worker(i, WorkerState::default());
         }
@@ -243,7 +273,6 @@ impl Supervisor {
                 let Some(i) = self.slots.iter().position(|s| *s.name == *source) else {
                     return;
                 };
-                log_rejections(&source, &rejected);
                 if fetched {
                     let m = self.shared.metrics();
                     m.syncs_ok.fetch_add(1, Ordering::Relaxed);
@@ -251,7 +280,9 @@ impl Supervisor {
                         .fetch_add(rejected.len() as u64, Ordering::Relaxed);
                 }
                 let limits = self.config.validation.breaker_limits();
+                let quarantine_limit = self.config.daemon.quarantine_limit;
                 let slot = &mut self.slots[i];
+                log_rejections(slot, &rejected);
                 slot.status.key_expires = key_expires.or(slot.status.key_expires.take());
                 warn_key_expiry(slot, now_epoch());
                 let (added, removed) = diff_counts(&slot.published, &indicators);
@@ -266,10 +297,8 @@ impl Supervisor {
                     breaker::BreakerVerdict::Apply
                 };
                 let now = now_epoch();
-                slot.quarantine = rejected;
-                slot.quarantine
-                    .truncate(self.config.daemon.quarantine_limit);
-                slot.status.quarantined = slot.quarantine.len();
+                let mut rejected = rejected;
+                rejected.truncate(quarantine_limit);
                 if fetched {
                     slot.status.last_success_epoch = Some(now);
                     slot.status.last_success = Some(rfc3339(now));
@@ -279,11 +308,23 @@ impl Supervisor {
                 let changed = added > 0 || removed > 0 || slot.published.len() != indicators.len();
                 match verdict {
                     breaker::BreakerVerdict::Apply => {
-                        tracing::info!(source = %source, attributes, indicators = indicators.len(), skipped, added, removed, took_ms = took.as_millis() as u64, "sync applied");
+                        let what = if fetched {
+                            "sync applied"
+                        } else {
+                            "re-validated with the reloaded rules"
+                        };
+                        tracing::info!(source = %source, attributes, indicators = indicators.len(), skipped, added, removed, took_ms = took.as_millis() as u64, "{what}");
+                        // A re-validation says nothing about the remote side: a failing source stays
+                        // failing. It ends a hold only when the held change now passes the breaker.
+                        if fetched || slot.status.state == SourceState::Held {
+                            slot.status.state = SourceState::Ok;
+                        }
                         slot.published = Arc::new(indicators);
+                        slot.quarantine = rejected;
+                        slot.status.quarantined = slot.quarantine.len();
                         slot.held = None;
+                        slot.held_quarantine = Vec::new();
                         slot.status.held = None;
-                        slot.status.state = SourceState::Ok;
                         slot.status.indicators = slot.published.len();
                         if changed {
                             self.rebuild().await;
@@ -305,6 +346,8 @@ impl Supervisor {
                                 0
                             };
                         }
+                        // What is served keeps its own quarantine; the held set's waits with it.
+                        slot.held_quarantine = rejected;
                         let auto = slot.settings.auto_release_after;
                         if auto > 0 && slot.held_confirmations >= auto {
                             tracing::warn!(source = %source, added, removed, confirmations = slot.held_confirmations,
@@ -313,18 +356,22 @@ impl Supervisor {
                             let _ = self.release(i).await;
                             return;
                         }
-                        self.shared
-                            .metrics()
-                            .breaker_trips
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(source = %source, added, removed, current, reason = %reason, "mass change held: still serving the last known-good set; release with `mispctl release {source}`");
+                        let since = slot.status.held.as_ref().map_or(now, |h| h.since);
+                        // Report a hold once, and again when a later sync brings a different change.
+                        if slot.status.held.is_none() || (fetched && !same_as_held) {
+                            self.shared
+                                .metrics()
+                                .breaker_trips
+                                .fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(source = %source, added, removed, current, reason = %reason, "mass change held: still serving the last known-good set; release with `mispctl release {source}`");
+                        }
                         slot.held = Some(indicators);
                         slot.status.held = Some(HeldChange {
                             added,
                             removed,
                             current,
                             reason,
-                            since: now,
+                            since,
                         });
                         slot.status.state = SourceState::Held;
                         self.publish_view();
@@ -344,6 +391,8 @@ impl Supervisor {
         };
         let h = slot.status.held.take();
         slot.held_confirmations = 0;
+        slot.quarantine = std::mem::take(&mut slot.held_quarantine);
+        slot.status.quarantined = slot.quarantine.len();
         slot.published = Arc::new(set);
         slot.status.indicators = slot.published.len();
         slot.status.state = SourceState::Ok;
@@ -386,7 +435,14 @@ impl Supervisor {
     }
 
     async fn apply_config(&mut self, new: Config) {
-        self.validator.store(Arc::new(build_validator(&new)));
+        // Loading warninglists takes a while: off the runtime's threads.
+        let for_validator = new.clone();
+        match tokio::task::spawn_blocking(move || build_validator(&for_validator)).await {
+            Ok(v) => self.validator.store(Arc::new(v)),
+            Err(e) => {
+                tracing::error!(error = %e, "reloading the warninglists failed; the previous rules stay")
+            }
+        }
         let mut old: HashMap<String, SourceSlot> = std::mem::take(&mut self.slots)
             .into_iter()
             .map(|s| (s.name.to_string(), s))
@@ -627,6 +683,8 @@ fn new_slot(settings: SourceSettings) -> SourceSlot {
         held: None,
         quarantine: Vec::new(),
         held_confirmations: 0,
+        held_quarantine: Vec::new(),
+        last_rejections: String::new(),
         key: None,
         worker: None,
         stale_warned: false,
@@ -692,25 +750,36 @@ pub fn merge(sets: &[(Trust, Arc<Vec<Indicator>>)]) -> Vec<Indicator> {
     out
 }
 
-/// One aggregated journal line per sync, not one per value: a poisoned feed of a million rows
-/// must not flood the journal. A source listing protected infrastructure is an error.
-fn log_rejections(source: &str, rejected: &[Rejection]) {
-    if rejected.is_empty() {
-        return;
-    }
+/// One aggregated journal line per sync, not one per value, and only when the quarantine changed:
+/// a poisoned feed of a million rows, or the same few rejects every five minutes, must not flood
+/// the journal. A source listing protected infrastructure is an error.
+fn log_rejections(slot: &mut SourceSlot, rejected: &[Rejection]) {
     let mut by_code: HashMap<&str, usize> = HashMap::new();
     for r in rejected {
         *by_code.entry(&r.reason.code).or_default() += 1;
     }
     let mut counts: Vec<_> = by_code.into_iter().collect();
     counts.sort();
-    let counts: Vec<String> = counts.iter().map(|(c, n)| format!("{c}={n}")).collect();
+    let summary = counts
+        .iter()
+        .map(|(c, n)| format!("{c}={n}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if summary == slot.last_rejections {
+        tracing::debug!(source = %slot.name, quarantined = rejected.len(), "quarantine unchanged");
+        return;
+    }
+    slot.last_rejections = summary.clone();
+    if rejected.is_empty() {
+        return;
+    }
+    let source = &slot.name;
     let samples: Vec<String> = rejected
         .iter()
         .take(REJECTION_SAMPLES)
         .map(|r| format!("{} ({}: {})", r.value, r.reason.code, r.reason.detail))
         .collect();
-    tracing::warn!(source = %source, quarantined = rejected.len(), reasons = %counts.join(" "), samples = %samples.join("; "), "values quarantined");
+    tracing::warn!(source = %source, quarantined = rejected.len(), reasons = %summary, samples = %samples.join("; "), "values quarantined");
     for r in rejected
         .iter()
         .filter(|r| &*r.reason.code == "protected")

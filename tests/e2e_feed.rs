@@ -165,6 +165,32 @@ fn feed_is_synced_validated_served_and_survives_restart_without_the_feed() {
             >= 0
     );
 
+    // A typo in an export filter is an error, not an empty set that would clear a firewall.
+    let (code, raw) = harness::raw_http(
+        &d.socket,
+        "GET",
+        "/v1/indicators?format=nft&source=infobox",
+        None,
+    )
+    .unwrap();
+    assert_eq!(code, 400, "{}", String::from_utf8_lossy(&raw));
+    assert!(String::from_utf8_lossy(&raw).contains("bad-source"));
+    let (code, raw) = harness::raw_http(
+        &d.socket,
+        "GET",
+        "/v1/indicators?format=plain&type=ip_dst",
+        None,
+    )
+    .unwrap();
+    assert_eq!(code, 400, "{}", String::from_utf8_lossy(&raw));
+    assert!(String::from_utf8_lossy(&raw).contains("bad-type"));
+    let (code, v) = d.get("/v1/lookup?value=");
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (400, Some("missing-value")),
+        "{v}"
+    );
+
     // The quarantine says what was held back and why.
     let (code, q) = d.get("/v1/quarantine?limit=1000");
     assert_eq!(code, 200);

@@ -113,6 +113,24 @@ pub(crate) fn respond(view: &View, params: &[(String, String)]) -> Resp {
             "table must be a letter then letters, digits or _",
         );
     }
+    // A typo must not read as "nothing of that kind": an nft or rpz export of nothing would
+    // clear the consumer's set.
+    let kinds = [
+        "ip", "cidr", "domain", "hostname", "url", "email", "hash", "other",
+    ];
+    if let Some(t) = param(params, "type") {
+        if !kinds.contains(&t) && !crate::validate::is_indexed_type(t) {
+            return bad(
+                "bad-type",
+                "type is an indicator kind (ip, cidr, domain, hostname, url, email, hash, other) or a MISP type mispd indexes (e.g. ip-dst, sha256)",
+            );
+        }
+    }
+    if let Some(src) = param(params, "source") {
+        if !view.sources.iter().any(|s| s.name == src) {
+            return bad("bad-source", "no source of that name is configured");
+        }
+    }
     let ex = Export {
         format,
         kind: param(params, "type").map(str::to_string),

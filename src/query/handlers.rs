@@ -198,7 +198,7 @@ fn count(ctx: &Ctx, lookups: &[Lookup<'_>]) {
 
 fn lookup_get(req: &Request<Incoming>, ctx: &Ctx) -> Resp {
     let p = params(req);
-    let Some(value) = param(&p, "value") else {
+    let Some(value) = param(&p, "value").filter(|v| !v.trim().is_empty()) else {
         return error(
             StatusCode::BAD_REQUEST,
             "missing-value",

@@ -91,7 +91,7 @@ pub struct Worker {
     pub validator: Arc<ArcSwap<Validator>>,
     /// Bumped by the supervisor on reload: re-validate the store at once with the new rules.
     pub revalidate: watch::Receiver<u64>,
-    pub events: mpsc::Sender<WorkerEvent>,
+    pub events: mpsc::UnboundedSender<WorkerEvent>,
 }
 
 impl Worker {
@@ -111,16 +111,13 @@ impl Worker {
         let mut failures: u32 = 0;
         if !state.store.is_empty() {
             if let Some(ev) = self.validate(&state, None, Instant::now(), false).await {
-                let _ = self.events.send(ev).await;
+                let _ = self.events.send(ev);
             }
         }
         loop {
-            let _ = self
-                .events
-                .send(WorkerEvent::Syncing {
-                    source: self.name.clone(),
-                })
-                .await;
+            let _ = self.events.send(WorkerEvent::Syncing {
+                source: self.name.clone(),
+            });
             let started = Instant::now();
             let result = tokio::select! {
                 r = self.sync_once(&mut state) => r,
@@ -130,7 +127,7 @@ impl Worker {
                 Ok(key_expires) => {
                     failures = 0;
                     if let Some(ev) = self.validate(&state, key_expires, started, true).await {
-                        let _ = self.events.send(ev).await;
+                        let _ = self.events.send(ev);
                     }
                     interval
                 }
@@ -143,15 +140,12 @@ impl Worker {
                         _ => backoff(failures, interval),
                     };
                     let auth = matches!(e.client(), Some(ClientError::AuthFailed { .. }));
-                    let _ = self
-                        .events
-                        .send(WorkerEvent::Failed {
-                            source: self.name.clone(),
-                            error: e.to_string(),
-                            auth,
-                            retry_in,
-                        })
-                        .await;
+                    let _ = self.events.send(WorkerEvent::Failed {
+                        source: self.name.clone(),
+                        error: e.to_string(),
+                        auth,
+                        retry_in,
+                    });
                     retry_in
                 }
             };
@@ -168,7 +162,7 @@ impl Worker {
                         // past the breakers and unlist the whole last known-good set.
                         if has_synced(&state) {
                             if let Some(ev) = self.validate(&state, None, Instant::now(), false).await {
-                                let _ = self.events.send(ev).await;
+                                let _ = self.events.send(ev);
                             }
                         }
                     }

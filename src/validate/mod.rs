@@ -18,6 +18,11 @@ mod types;
 mod warninglist;
 
 pub use breaker::{judge_change, BreakerLimits, BreakerVerdict};
+
+/// Whether mispd indexes this MISP type (exports and filters check names against it).
+pub fn is_indexed_type(misp_type: &str) -> bool {
+    types::INDEXED_TYPES.contains(&misp_type)
+}
 pub use protected::Protected;
 pub use warninglist::{Action, Category, KNOWN_LISTS};
 
