@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== building mispd and mispctl (release; the first build takes a few minutes)"
 cargo build --release --quiet --bins
 bin=target/release
 dir=$(mktemp -d /tmp/mispd-demo.XXXXXX)

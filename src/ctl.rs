@@ -152,6 +152,9 @@ async fn run(cli: Cli) -> Result<ExitCode, CtlError> {
     match &cli.command {
         Command::CheckConfig { file } => match Config::load(file) {
             Ok(c) => {
+                for w in config_warnings(&c) {
+                    eprintln!("warning: {w}");
+                }
                 let _ = writeln!(
                     out,
                     "ok: {} ({} source(s))",
@@ -366,6 +369,38 @@ async fn run(cli: Cli) -> Result<ExitCode, CtlError> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Things a valid configuration may still get wrong on this host: said, not refused (the
+/// package's own config is checked before the warninglists and keys are installed).
+fn config_warnings(c: &Config) -> Vec<String> {
+    let mut w = Vec::new();
+    if c.sources.is_empty() {
+        w.push("no [[source]] is configured: the daemon will start and serve nothing".into());
+    }
+    for dir in &c.validation.warninglists {
+        if !dir.is_dir() {
+            w.push(format!(
+                "validation.warninglists: {} is not a directory: indicators are not checked against MISP warninglists until it exists",
+                dir.display()
+            ));
+        }
+    }
+    if std::env::var_os("CREDENTIALS_DIRECTORY").is_none() {
+        for s in &c.sources {
+            if let Some(name) = &s.api_key {
+                let path = c.daemon.credentials_dir.join(name);
+                if !path.exists() {
+                    w.push(format!(
+                        "source `{}`: credential {} does not exist (fine if systemd passes it with LoadCredential={name}:...)",
+                        s.name,
+                        path.display()
+                    ));
+                }
+            }
+        }
+    }
+    w
 }
 
 fn url_escape(s: &str) -> String {
