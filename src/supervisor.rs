@@ -443,6 +443,9 @@ impl Supervisor {
                 tracing::error!(error = %e, "reloading the warninglists failed; the previous rules stay")
             }
         }
+        // Workers that keep running re-validate their stores with the new rules; the ones
+        // restarted below subscribe afterwards and validate once when they start.
+        self.revalidate.send_modify(|n| *n += 1);
         let mut old: HashMap<String, SourceSlot> = std::mem::take(&mut self.slots)
             .into_iter()
             .map(|s| (s.name.to_string(), s))
@@ -494,7 +497,6 @@ impl Supervisor {
             tracing::info!(source = %name, "source removed from the configuration; its indicators are no longer served");
             stop(slot.worker.take()).await;
         }
-        self.revalidate.send_modify(|n| *n += 1);
         self.rebuild().await;
         self.write_snapshot().await;
     }
