@@ -9,6 +9,7 @@
 pub mod client;
 mod export;
 mod handlers;
+pub use handlers::{parse_lookup_body, parse_lookup_query, BadRequest};
 mod metrics;
 
 use crate::state::Shared;

@@ -286,6 +286,175 @@ pub(crate) fn extract_host(v: &str) -> &str {
     h.trim_end_matches('.')
 }
 
+/// Builds [`Warninglists`] one `list.json` at a time.
+#[derive(Default)]
+struct Loader {
+    w: Warninglists,
+    substrings: Vec<(String, u16)>,
+    regexes: Vec<(String, u16)>,
+    applies: Vec<Option<Vec<String>>>,
+    full: bool,
+}
+
+impl Loader {
+    /// Parse one list (folder name `id`) and add it; a bad list is skipped with a warning.
+    fn add(
+        &mut self,
+        id: String,
+        origin: &str,
+        bytes: &[u8],
+        actions: &BTreeMap<String, Action>,
+        disabled: &[String],
+        warnings: &mut Vec<String>,
+    ) {
+        let raw: RawList = match serde_json::from_slice(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                warnings.push(format!("warninglist {origin} skipped: malformed ({e})"));
+                return;
+            }
+        };
+        if disabled.contains(&raw.name) {
+            return;
+        }
+        if self.w.lists.len() >= u16::MAX as usize {
+            if self.w.lists.len() == u16::MAX as usize && !self.full {
+                warnings.push("more than 65535 warninglists: the rest are skipped".into());
+                self.full = true;
+            }
+            return;
+        }
+        let lid = self.w.lists.len() as u16;
+        let kind_str = match &raw.kind {
+            OneOrMany::One(s) => s.as_str(),
+            OneOrMany::Many(v) => v.first().map(String::as_str).unwrap_or(""),
+        };
+        let Some(kind) = ListType::parse(kind_str) else {
+            warnings.push(format!(
+                "warninglist {id} skipped: unknown type `{kind_str}`"
+            ));
+            return;
+        };
+        let entries: Vec<String> = match raw.list {
+            Entries::Seq(v) => v,
+            Entries::Map(m) => m.into_keys().collect(),
+        };
+        let category = match raw.category.as_deref() {
+            Some("known") => Category::Known,
+            Some(_) => Category::FalsePositive,
+            None if KNOWN_LISTS.contains(&id.as_str()) => Category::Known,
+            None => Category::FalsePositive,
+        };
+        let action = actions
+            .get(&id)
+            .or_else(|| actions.get(&raw.name))
+            .copied()
+            .unwrap_or(match category {
+                Category::FalsePositive => Action::Block,
+                Category::Known => Action::Inform,
+            });
+        let mut count = 0usize;
+        let mut bad = 0usize;
+        match kind {
+            ListType::String => {
+                for e in entries {
+                    let e = e.trim();
+                    if !e.is_empty() {
+                        add(&mut self.w.strings, e, lid);
+                        count += 1;
+                    }
+                }
+            }
+            ListType::Hostname => {
+                for e in entries {
+                    let e = e.trim().trim_matches('.').to_ascii_lowercase();
+                    if !e.is_empty() {
+                        add(&mut self.w.hostnames, &e, lid);
+                        count += 1;
+                    }
+                }
+            }
+            ListType::Cidr => {
+                for e in entries {
+                    match super::syntax::parse_net(e.trim(), true) {
+                        Ok(IpNet::V4(n)) => add_net(&mut self.w.v4, n, lid),
+                        Ok(IpNet::V6(n)) => add_net(&mut self.w.v6, n, lid),
+                        Err(_) => {
+                            bad += 1;
+                            continue;
+                        }
+                    }
+                    count += 1;
+                }
+            }
+            ListType::Substring => {
+                for e in entries {
+                    if !e.is_empty() {
+                        self.substrings.push((e, lid));
+                        count += 1;
+                    }
+                }
+            }
+            ListType::Regex => {
+                let mut translated = Vec::new();
+                let mut failed = None;
+                for e in &entries {
+                    match translate_pcre(e.trim())
+                        .and_then(|r| regex::Regex::new(&r).map(|_| r).map_err(|e| e.to_string()))
+                    {
+                        Ok(r) => translated.push((r, lid)),
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                if let Some(e) = failed {
+                    warnings.push(format!(
+                        "warninglist {id} skipped: a regex does not compile ({e})"
+                    ));
+                    return;
+                }
+                count = translated.len();
+                self.regexes.extend(translated);
+            }
+        }
+        if bad > 0 {
+            warnings.push(format!(
+                "warninglist {id}: {bad} entries are not IP networks and were skipped"
+            ));
+        }
+        self.w.lists.push(ListMeta {
+            id: id.into(),
+            name: raw.name.into(),
+            kind,
+            category,
+            action,
+            entries: count,
+        });
+        self.applies.push(raw.matching_attributes);
+    }
+
+    fn finish(mut self, warnings: &mut Vec<String>) -> Warninglists {
+        if !self.substrings.is_empty() {
+            let (pats, ids): (Vec<String>, Vec<u16>) = self.substrings.into_iter().unzip();
+            match AhoCorasick::new(&pats) {
+                Ok(ac) => self.w.substrings = Some((ac, ids)),
+                Err(e) => warnings.push(format!("substring warninglists not applied: {e}")),
+            }
+        }
+        if !self.regexes.is_empty() {
+            let (pats, ids): (Vec<String>, Vec<u16>) = self.regexes.into_iter().unzip();
+            match RegexSet::new(&pats) {
+                Ok(set) => self.w.regexes = Some((set, ids)),
+                Err(e) => warnings.push(format!("regex warninglists not applied: {e}")),
+            }
+        }
+        self.w.build_masks(&self.applies);
+        self.w
+    }
+}
+
 impl Warninglists {
     /// Load every list in `dirs`. Problems are returned as warnings; a bad list is skipped.
     pub(crate) fn load(
@@ -294,10 +463,7 @@ impl Warninglists {
         disabled: &[String],
         warnings: &mut Vec<String>,
     ) -> Warninglists {
-        let mut w = Warninglists::default();
-        let mut substrings: Vec<(String, u16)> = Vec::new();
-        let mut regexes: Vec<(String, u16)> = Vec::new();
-        let mut applies: Vec<Option<Vec<String>>> = Vec::new();
+        let mut loader = Loader::default();
         for dir in dirs {
             let files = match list_files(dir) {
                 Ok(f) => f,
@@ -313,160 +479,34 @@ impl Warninglists {
                 if disabled.contains(&id) {
                     continue;
                 }
-                if w.lists.iter().any(|l| *l.id == *id) {
+                if loader.w.lists.iter().any(|l| *l.id == *id) {
                     warnings.push(format!(
                         "warninglist {id} in {} ignored: a list with that name is already loaded",
                         file.display()
                     ));
                     continue;
                 }
-                let raw: RawList = match std::fs::read(&file)
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-                {
-                    Ok(r) => r,
-                    Err(e) => {
-                        warnings.push(format!(
-                            "warninglist {} skipped: malformed ({e})",
-                            file.display()
-                        ));
-                        continue;
+                match std::fs::read(&file) {
+                    Ok(bytes) => {
+                        let origin = file.display().to_string();
+                        loader.add(id, &origin, &bytes, actions, disabled, warnings)
                     }
-                };
-                if disabled.contains(&raw.name) {
-                    continue;
+                    Err(e) => warnings.push(format!(
+                        "warninglist {} skipped: malformed ({e})",
+                        file.display()
+                    )),
                 }
-                if w.lists.len() >= u16::MAX as usize {
-                    warnings.push("more than 65535 warninglists: the rest are skipped".into());
-                    break;
-                }
-                let lid = w.lists.len() as u16;
-                let kind_str = match &raw.kind {
-                    OneOrMany::One(s) => s.as_str(),
-                    OneOrMany::Many(v) => v.first().map(String::as_str).unwrap_or(""),
-                };
-                let Some(kind) = ListType::parse(kind_str) else {
-                    warnings.push(format!(
-                        "warninglist {id} skipped: unknown type `{kind_str}`"
-                    ));
-                    continue;
-                };
-                let entries: Vec<String> = match raw.list {
-                    Entries::Seq(v) => v,
-                    Entries::Map(m) => m.into_keys().collect(),
-                };
-                let category = match raw.category.as_deref() {
-                    Some("known") => Category::Known,
-                    Some(_) => Category::FalsePositive,
-                    None if KNOWN_LISTS.contains(&id.as_str()) => Category::Known,
-                    None => Category::FalsePositive,
-                };
-                let action = actions
-                    .get(&id)
-                    .or_else(|| actions.get(&raw.name))
-                    .copied()
-                    .unwrap_or(match category {
-                        Category::FalsePositive => Action::Block,
-                        Category::Known => Action::Inform,
-                    });
-                let mut count = 0usize;
-                let mut bad = 0usize;
-                match kind {
-                    ListType::String => {
-                        for e in entries {
-                            let e = e.trim();
-                            if !e.is_empty() {
-                                add(&mut w.strings, e, lid);
-                                count += 1;
-                            }
-                        }
-                    }
-                    ListType::Hostname => {
-                        for e in entries {
-                            let e = e.trim().trim_matches('.').to_ascii_lowercase();
-                            if !e.is_empty() {
-                                add(&mut w.hostnames, &e, lid);
-                                count += 1;
-                            }
-                        }
-                    }
-                    ListType::Cidr => {
-                        for e in entries {
-                            match super::syntax::parse_net(e.trim(), true) {
-                                Ok(IpNet::V4(n)) => add_net(&mut w.v4, n, lid),
-                                Ok(IpNet::V6(n)) => add_net(&mut w.v6, n, lid),
-                                Err(_) => {
-                                    bad += 1;
-                                    continue;
-                                }
-                            }
-                            count += 1;
-                        }
-                    }
-                    ListType::Substring => {
-                        for e in entries {
-                            if !e.is_empty() {
-                                substrings.push((e, lid));
-                                count += 1;
-                            }
-                        }
-                    }
-                    ListType::Regex => {
-                        let mut translated = Vec::new();
-                        let mut failed = None;
-                        for e in &entries {
-                            match translate_pcre(e.trim()).and_then(|r| {
-                                regex::Regex::new(&r).map(|_| r).map_err(|e| e.to_string())
-                            }) {
-                                Ok(r) => translated.push((r, lid)),
-                                Err(e) => {
-                                    failed = Some(e);
-                                    break;
-                                }
-                            }
-                        }
-                        if let Some(e) = failed {
-                            warnings.push(format!(
-                                "warninglist {id} skipped: a regex does not compile ({e})"
-                            ));
-                            continue;
-                        }
-                        count = translated.len();
-                        regexes.extend(translated);
-                    }
-                }
-                if bad > 0 {
-                    warnings.push(format!(
-                        "warninglist {id}: {bad} entries are not IP networks and were skipped"
-                    ));
-                }
-                w.lists.push(ListMeta {
-                    id: id.into(),
-                    name: raw.name.into(),
-                    kind,
-                    category,
-                    action,
-                    entries: count,
-                });
-                applies.push(raw.matching_attributes);
             }
         }
-        if !substrings.is_empty() {
-            let (pats, ids): (Vec<String>, Vec<u16>) = substrings.into_iter().unzip();
-            match AhoCorasick::new(&pats) {
-                Ok(ac) => w.substrings = Some((ac, ids)),
-                Err(e) => warnings.push(format!("substring warninglists not applied: {e}")),
-            }
-        }
-        if !regexes.is_empty() {
-            let (pats, ids): (Vec<String>, Vec<u16>) = regexes.into_iter().unzip();
-            match RegexSet::new(&pats) {
-                Ok(set) => w.regexes = Some((set, ids)),
-                Err(e) => warnings.push(format!("regex warninglists not applied: {e}")),
-            }
-        }
-        w.build_masks(&applies);
-        w
+        loader.finish(warnings)
+    }
+
+    /// One `list.json` given as bytes, under the folder name `id`, with default actions.
+    /// Problems are returned as warnings, as with [`Warninglists::load`].
+    pub(crate) fn from_bytes(id: &str, bytes: &[u8], warnings: &mut Vec<String>) -> Warninglists {
+        let mut loader = Loader::default();
+        loader.add(id.to_string(), id, bytes, &BTreeMap::new(), &[], warnings);
+        loader.finish(warnings)
     }
 
     fn build_masks(&mut self, applies: &[Option<Vec<String>>]) {
@@ -716,5 +756,39 @@ mod tests {
             vec![("nets".into(), true)]
         );
         assert!(hits("9.9.9.9", Some("9.9.9.9"), "ip-dst").is_empty());
+    }
+
+    #[test]
+    fn one_list_from_bytes_loads_like_a_file() {
+        let mut warn = vec![];
+        let w = Warninglists::from_bytes(
+            "nets",
+            br#"{"name":"Nets","type":"cidr","list":["8.8.8.8","junk"],"description":"d","version":1}"#,
+            &mut warn,
+        );
+        assert_eq!(w.lists.len(), 1);
+        assert_eq!(&*w.lists[0].id, "nets");
+        assert_eq!(warn.len(), 1, "{warn:?}");
+        let mut warn = vec![];
+        let w = Warninglists::from_bytes("broken", b"{\"name\": ", &mut warn);
+        assert!(w.lists.is_empty());
+        assert!(
+            warn[0].starts_with("warninglist broken skipped: malformed"),
+            "{warn:?}"
+        );
+    }
+
+    #[test]
+    fn validator_with_one_real_list_from_bytes() {
+        let bytes = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("packaging/warninglists/lists/rfc1918/list.json"),
+        )
+        .unwrap();
+        let (v, warn) = crate::validate::Validator::with_warninglist_bytes("rfc1918", &bytes);
+        assert!(warn.is_empty(), "{warn:?}");
+        assert_eq!(v.stats().warninglists, 1);
+        assert_eq!(v.warninglist_hits("10.1.2.3").len(), 1);
+        assert!(v.warninglist_hits("8.8.8.8").is_empty());
     }
 }
