@@ -109,7 +109,7 @@ else
 fi
 
 step "rpmlint"
-rpmlint_out=$(rpmlint -r packaging/rpm/rpmlintrc "$rpm" 2>&1); rpmlint_rc=$?
+rpmlint_out=$(rpmlint -c packaging/rpm/rpmlint.toml -r packaging/rpm/rpmlintrc "$rpm" 2>&1); rpmlint_rc=$?
 printf '%s\n' "$rpmlint_out" | grep -E '^mispd|packages and'
 rpmlint_summary=$(printf '%s\n' "$rpmlint_out" | grep 'packages and' | sed 's/.*checked; //; s/, 0 badness.*//; s/; has taken.*//')
 if [ "$rpmlint_rc" -eq 0 ] && printf '%s\n' "$rpmlint_out" | grep -q ' 0 errors'; then
@@ -233,7 +233,8 @@ check "user mispd: system account, no login shell" \
 check "group mispd exists" bash -c 'getent group mispd >/dev/null'
 check "mispd.service enabled (multi-user.target.wants)" test -L /etc/systemd/system/multi-user.target.wants/mispd.service
 check "mispd.socket enabled (sockets.target.wants)" test -L /etc/systemd/system/sockets.target.wants/mispd.socket
-check "mispd not started by the package" bash -c '! pgrep -x mispd >/dev/null'
+# Only the installed binary counts: test suites may run other mispd builds on this machine.
+check "mispd not started by the package" bash -c '! pgrep -f "^/usr/bin/mispd( |\$)" >/dev/null'
 version_out=$(/usr/bin/mispd --version 2>&1)
 check "mispd --version: $version_out" grep -qE '[0-9]+\.[0-9]+\.[0-9]+' <<<"$version_out"
 version_out=$(/usr/bin/mispctl --version 2>&1)
@@ -308,7 +309,7 @@ expect_mode /etc/mispd/credentials "700 root:root"
 expect_mode /var/lib/mispd "750 mispd:mispd"
 check "rpm %post: mispd.service enabled" test -L /etc/systemd/system/multi-user.target.wants/mispd.service
 check "rpm %post: mispd.socket enabled" test -L /etc/systemd/system/sockets.target.wants/mispd.socket
-check "rpm: mispd not started" bash -c '! pgrep -x mispd >/dev/null'
+check "rpm: mispd not started" bash -c '! pgrep -f "^/usr/bin/mispd( |\$)" >/dev/null'
 echo snapshot >/var/lib/mispd/ci-test-state
 if "${rpm_cmd[@]}" -e mispd >"$target_dir/rpm-erase.log" 2>&1; then pass "rpm -e mispd"; else cat "$target_dir/rpm-erase.log"; fail "rpm -e mispd"; fi
 check "rpm -e: binaries gone" test ! -e /usr/bin/mispd
