@@ -8,11 +8,26 @@ use std::sync::OnceLock;
 
 /// Real lists from packaging/warninglists: cidr, string, hostname, substring and regex.
 pub const LISTS: &[(&str, &[u8])] = &[
-    ("rfc1918", include_bytes!("../../packaging/warninglists/lists/rfc1918/list.json")),
-    ("ipv6-linklocal", include_bytes!("../../packaging/warninglists/lists/ipv6-linklocal/list.json")),
-    ("rfc6761", include_bytes!("../../packaging/warninglists/lists/rfc6761/list.json")),
-    ("empty-hashes", include_bytes!("../../packaging/warninglists/lists/empty-hashes/list.json")),
-    ("dax30", include_bytes!("../../packaging/warninglists/lists/dax30/list.json")),
+    (
+        "rfc1918",
+        include_bytes!("../../packaging/warninglists/lists/rfc1918/list.json"),
+    ),
+    (
+        "ipv6-linklocal",
+        include_bytes!("../../packaging/warninglists/lists/ipv6-linklocal/list.json"),
+    ),
+    (
+        "rfc6761",
+        include_bytes!("../../packaging/warninglists/lists/rfc6761/list.json"),
+    ),
+    (
+        "empty-hashes",
+        include_bytes!("../../packaging/warninglists/lists/empty-hashes/list.json"),
+    ),
+    (
+        "dax30",
+        include_bytes!("../../packaging/warninglists/lists/dax30/list.json"),
+    ),
     (
         "automated-malware-analysis",
         include_bytes!("../../packaging/warninglists/lists/automated-malware-analysis/list.json"),
@@ -25,10 +40,32 @@ pub const LISTS: &[(&str, &[u8])] = &[
 
 /// Types that reach the validator from MISP, indexed or not.
 pub const TYPES: &[&str] = &[
-    "ip-dst", "ip-src", "ip-dst|port", "ip-src|port", "domain", "hostname", "domain|ip",
-    "hostname|port", "url", "uri", "link", "email", "email-src", "email-dst", "md5", "sha1",
-    "sha256", "sha512", "filename|md5", "filename|sha256", "ssdeep", "AS", "text", "comment",
-    "x509-fingerprint-sha1", "ja3-fingerprint-md5",
+    "ip-dst",
+    "ip-src",
+    "ip-dst|port",
+    "ip-src|port",
+    "domain",
+    "hostname",
+    "domain|ip",
+    "hostname|port",
+    "url",
+    "uri",
+    "link",
+    "email",
+    "email-src",
+    "email-dst",
+    "md5",
+    "sha1",
+    "sha256",
+    "sha512",
+    "filename|md5",
+    "filename|sha256",
+    "ssdeep",
+    "AS",
+    "text",
+    "comment",
+    "x509-fingerprint-sha1",
+    "ja3-fingerprint-md5",
 ];
 
 pub fn validator() -> &'static Validator {

@@ -19,17 +19,36 @@ fn index() -> &'static Index {
         let v = common::validator();
         let mut attributes = Vec::new();
         for body in [
-            &include_bytes!("../../tests/fixtures/restsearch/demisto_search_attribute_by_type.json")[..],
-            include_bytes!("../../tests/fixtures/restsearch/misp-stix_test_attributes_collection_1.json"),
-            include_bytes!("../../tests/fixtures/restsearch/misp-stix_test_attributes_collection_2.json"),
+            &include_bytes!(
+                "../../tests/fixtures/restsearch/demisto_search_attribute_by_type.json"
+            )[..],
+            include_bytes!(
+                "../../tests/fixtures/restsearch/misp-stix_test_attributes_collection_1.json"
+            ),
+            include_bytes!(
+                "../../tests/fixtures/restsearch/misp-stix_test_attributes_collection_2.json"
+            ),
         ] {
-            attributes.extend(decode_rest_search(body).expect("fixture decodes").attributes);
+            attributes.extend(
+                decode_rest_search(body)
+                    .expect("fixture decodes")
+                    .attributes,
+            );
         }
         for body in [
-            &include_bytes!("../../tests/fixtures/events/PyMISP_57c4445b-c548-4654-af0b-4be3950d210f.json")[..],
-            include_bytes!("../../tests/fixtures/feed-infoblox/dad88707-beb8-4a14-94e2-5ffecf5a5f85.json"),
+            &include_bytes!(
+                "../../tests/fixtures/events/PyMISP_57c4445b-c548-4654-af0b-4be3950d210f.json"
+            )[..],
+            include_bytes!(
+                "../../tests/fixtures/feed-infoblox/dad88707-beb8-4a14-94e2-5ffecf5a5f85.json"
+            ),
         ] {
-            attributes.extend(decode_feed_event(body).expect("fixture decodes").1.attributes);
+            attributes.extend(
+                decode_feed_event(body)
+                    .expect("fixture decodes")
+                    .1
+                    .attributes,
+            );
         }
         let indicators: Vec<_> = attributes
             .iter()
@@ -49,7 +68,9 @@ fn answer(value: &str) {
 fuzz_target!(|data: &[u8]| {
     let [mode, rest @ ..] = data else { return };
     if *mode == 0 {
-        let Ok(q) = std::str::from_utf8(rest) else { return };
+        let Ok(q) = std::str::from_utf8(rest) else {
+            return;
+        };
         if let Ok(value) = parse_lookup_query(q) {
             answer(&value);
         }

@@ -15,9 +15,18 @@ use mispd::normalize;
 use std::sync::Arc;
 
 fuzz_target!(|data: &[u8]| {
-    let [sel, flags, rest @ ..] = data else { return };
-    let Ok(text) = std::str::from_utf8(rest) else { return };
-    for f in [normalize::domain, normalize::url, normalize::hex, normalize::email] {
+    let [sel, flags, rest @ ..] = data else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(rest) else {
+        return;
+    };
+    for f in [
+        normalize::domain,
+        normalize::url,
+        normalize::hex,
+        normalize::email,
+    ] {
         let _ = f(text);
     }
     let _ = normalize::ip(text);
@@ -34,7 +43,11 @@ fuzz_target!(|data: &[u8]| {
         to_ids: flags & 1 != 0,
         deleted: flags & 2 != 0,
         timestamp: 1_700_000_000,
-        tags: if flags & 4 != 0 { vec!["tlp:white".into()] } else { Vec::new() },
+        tags: if flags & 4 != 0 {
+            vec!["tlp:white".into()]
+        } else {
+            Vec::new()
+        },
         last_seen: None,
         event_published: Some(flags & 8 != 0),
     };
@@ -48,6 +61,10 @@ fuzz_target!(|data: &[u8]| {
     let index = Index::build(judged.accepted.clone());
     for ind in &judged.accepted {
         let l = index.lookup(&ind.value);
-        assert!(l.listed, "accepted {:?} ({misp_type}: {value:?}) is not found by its own value", ind.value);
+        assert!(
+            l.listed,
+            "accepted {:?} ({misp_type}: {value:?}) is not found by its own value",
+            ind.value
+        );
     }
 });

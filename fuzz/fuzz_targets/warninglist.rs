@@ -8,9 +8,18 @@ use libfuzzer_sys::fuzz_target;
 use mispd::validate::Validator;
 
 const PROBES: &[&str] = &[
-    "10.1.2.3", "192.168.0.0/16", "2001:db8::1", "fe80::1", "example.com", "www.example.com.",
-    "https://user@example.com:8443/a?b#c", "d41d8cd98f00b204e9800998ecf8427e", "info@example.org",
-    "", ".", "[::1]:80",
+    "10.1.2.3",
+    "192.168.0.0/16",
+    "2001:db8::1",
+    "fe80::1",
+    "example.com",
+    "www.example.com.",
+    "https://user@example.com:8443/a?b#c",
+    "d41d8cd98f00b204e9800998ecf8427e",
+    "info@example.org",
+    "",
+    ".",
+    "[::1]:80",
 ];
 
 fuzz_target!(|data: &[u8]| {
