@@ -17,6 +17,12 @@ fi
 # cargo-deb would strip its own copy anyway). Stripping in place keeps cargo's build fresh.
 target_dir=${CARGO_TARGET_DIR:-target}
 strip "$target_dir/release/mispd" "$target_dir/release/mispctl"
+# Man pages for the rpm, gzipped as rpm distributions ship them (cargo-deb compresses its own
+# copies). -n: no name or time stamp in the header, so the same page gives the same bytes.
+mkdir -p "$target_dir/release/man"
+for page in packaging/man/*.[58]; do
+    gzip -n -9 -c "$page" >"$target_dir/release/man/$(basename "$page").gz"
+done
 # Both tools rewrite target/release/ in their asset lists to the real target dir.
 cargo deb --no-build
 cargo generate-rpm

@@ -203,10 +203,26 @@ pub fn load(dir: &Path) -> Result<Option<Restored>, SnapshotError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(SnapshotError::Io { path, source }),
     };
-    let format = |detail: &str| SnapshotError::Format {
-        path: path.clone(),
-        detail: detail.to_string(),
-    };
+    match decode_bytes(&data) {
+        Ok(r) => Ok(Some(r)),
+        Err(Damage::Format(detail)) => Err(SnapshotError::Format { path, detail }),
+        Err(Damage::Checksum) => Err(SnapshotError::Checksum { path }),
+    }
+}
+
+/// Why the bytes of a snapshot file were refused by [`decode_bytes`].
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Damage {
+    #[error("{0}")]
+    Format(String),
+    #[error("checksum mismatch")]
+    Checksum,
+}
+
+/// Decode the bytes of a snapshot file (header line and body), checking magic, version, length
+/// and checksum before the body is parsed. Never panics, whatever the bytes.
+pub fn decode_bytes(data: &[u8]) -> Result<Restored, Damage> {
+    let format = |detail: &str| Damage::Format(detail.to_string());
     let nl = data
         .iter()
         .position(|&b| b == b'\n')
@@ -226,10 +242,23 @@ pub fn load(dir: &Path) -> Result<Option<Restored>, SnapshotError> {
     }
     let body = &data[nl + 1..];
     if len.parse::<usize>().ok() != Some(body.len()) || hex(&Sha256::digest(body)) != digest {
-        return Err(SnapshotError::Checksum { path });
+        return Err(Damage::Checksum);
     }
     let body: Body = serde_json::from_slice(body).map_err(|e| format(&e.to_string()))?;
-    decode(body).map(Some).map_err(|d| format(&d))
+    decode(body).map_err(Damage::Format)
+}
+
+/// The file bytes [`write`] produces for a JSON body: the header line, then the body. For
+/// tests and fuzzing, which need bodies that pass the checksum.
+pub fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "{MAGIC} {VERSION} {} {}\n",
+        hex(&Sha256::digest(body)),
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
 }
 
 fn decode(body: Body) -> Result<Restored, String> {
@@ -360,6 +389,25 @@ mod tests {
             s.indicators[0].provenance.event_uuid.as_ref().unwrap(),
             s.indicators[1].provenance.event_uuid.as_ref().unwrap()
         ));
+    }
+
+    #[test]
+    fn decode_bytes_reads_what_write_wrote_and_frame_matches_it() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &snap()).unwrap();
+        let data = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
+        let r = decode_bytes(&data).unwrap();
+        assert_eq!(r.sources["s"].indicators, *snap().sources[0].indicators);
+        let body = &data[data.iter().position(|&b| b == b'\n').unwrap() + 1..];
+        assert_eq!(frame(body), data);
+        assert_eq!(
+            decode_bytes(&data[1..]).unwrap_err(),
+            Damage::Format("wrong magic".into())
+        );
+        assert_eq!(
+            decode_bytes(&frame(b"{}")).unwrap_err(),
+            Damage::Format("missing field `generation` at line 1 column 2".into())
+        );
     }
 
     #[test]

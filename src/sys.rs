@@ -95,3 +95,67 @@ pub fn systemd_listener() -> Option<std::os::unix::net::UnixListener> {
     listener.set_nonblocking(true).ok()?;
     Some(listener)
 }
+
+/// Supplementary groups of the process at the other end of a connected Unix socket, as the
+/// kernel recorded them when it connected (`SO_PEERGROUPS`, Linux 4.13 and later). Unlike
+/// `/proc/PID/status` this needs no access to the peer's process, so it works under the unit's
+/// `ProtectProc=invisible`.
+pub fn peer_groups(fd: std::os::fd::BorrowedFd<'_>) -> Result<Vec<u32>, io::Error> {
+    use std::os::fd::AsRawFd;
+    const GID: usize = std::mem::size_of::<libc::gid_t>();
+    let mut groups: Vec<libc::gid_t> = vec![0; 32];
+    // Twice at most: when the buffer is too small the kernel says how many bytes it needs.
+    for _ in 0..2 {
+        let mut len = (groups.len() * GID) as libc::socklen_t;
+        // SAFETY: `groups` is valid for writes of `len` bytes; the kernel writes at most `len`
+        // bytes into it and stores the byte count (or, with ERANGE, the size needed) in `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if rc == 0 {
+            groups.truncate(len as usize / GID);
+            return Ok(groups);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ERANGE) || len as usize <= groups.len() * GID {
+            return Err(e);
+        }
+        groups.resize((len as usize).div_ceil(GID), 0);
+    }
+    Err(io::Error::from_raw_os_error(libc::ERANGE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn peer_groups_of_a_socketpair_are_our_own() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut got = peer_groups(a.as_fd()).unwrap();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let mut want: Vec<u32> = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Groups:"))
+            .unwrap()
+            .split_whitespace()
+            .map(|g| g.parse().unwrap())
+            .collect();
+        got.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn peer_groups_of_something_else_is_an_error() {
+        let f = std::fs::File::open("/proc/self/status").unwrap();
+        assert!(peer_groups(f.as_fd()).is_err());
+    }
+}

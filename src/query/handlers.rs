@@ -196,24 +196,87 @@ fn count(ctx: &Ctx, lookups: &[Lookup<'_>]) {
     m.lookup_hits.fetch_add(hits as u64, Relaxed);
 }
 
-fn lookup_get(req: &Request<Incoming>, ctx: &Ctx) -> Resp {
-    let p = params(req);
+/// Why a lookup request was refused: the HTTP status, a stable code and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRequest {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl BadRequest {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> BadRequest {
+        BadRequest {
+            status: status.as_u16(),
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn into_resp(self) -> Resp {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
+        error(status, self.code, &self.message)
+    }
+}
+
+/// The value of `GET /v1/lookup?value=...` from the raw query string (without `?`).
+pub fn parse_lookup_query(query: &str) -> Result<String, BadRequest> {
+    let p: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
     let Some(value) = param(&p, "value").filter(|v| !v.trim().is_empty()) else {
-        return error(
+        return Err(BadRequest::new(
             StatusCode::BAD_REQUEST,
             "missing-value",
             "give the value to look up as ?value=...",
-        );
+        ));
     };
     if value.len() > MAX_VALUE_LEN {
-        return error(
+        return Err(BadRequest::new(
             StatusCode::BAD_REQUEST,
             "value-too-long",
-            &format!("the value is longer than {MAX_VALUE_LEN} bytes"),
-        );
+            format!("the value is longer than {MAX_VALUE_LEN} bytes"),
+        ));
     }
+    Ok(value.to_string())
+}
+
+/// The values of a `POST /v1/lookup` body `{"values": [...]}`, at most `max_batch` of them.
+pub fn parse_lookup_body(body: &[u8], max_batch: usize) -> Result<Vec<Cow<'_, str>>, BadRequest> {
+    let batch: Batch<'_> = serde_json::from_slice(body).map_err(|e| {
+        BadRequest::new(
+            StatusCode::BAD_REQUEST,
+            "bad-json",
+            format!("expected {{\"values\": [\"...\"]}}: {e}"),
+        )
+    })?;
+    if batch.values.len() > max_batch {
+        return Err(BadRequest::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-many-values",
+            format!(
+                "{} values in one request; query.max-batch is {max_batch}",
+                batch.values.len(),
+            ),
+        ));
+    }
+    if let Some(i) = batch.values.iter().position(|v| v.len() > MAX_VALUE_LEN) {
+        return Err(BadRequest::new(
+            StatusCode::BAD_REQUEST,
+            "value-too-long",
+            format!("value {i} is longer than {MAX_VALUE_LEN} bytes"),
+        ));
+    }
+    Ok(batch.values)
+}
+
+fn lookup_get(req: &Request<Incoming>, ctx: &Ctx) -> Resp {
+    let value = match parse_lookup_query(req.uri().query().unwrap_or("")) {
+        Ok(v) => v,
+        Err(e) => return e.into_resp(),
+    };
     let view = ctx.shared.load();
-    let l = [lookup_in(&view, value)];
+    let l = [lookup_in(&view, &value)];
     count(ctx, &l);
     json(StatusCode::OK, &l[0])
 }
@@ -263,36 +326,12 @@ async fn lookup_post(req: Request<Incoming>, ctx: &Ctx) -> Resp {
             )
         }
     };
-    let batch: Batch<'_> = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad-json",
-                &format!("expected {{\"values\": [\"...\"]}}: {e}"),
-            )
-        }
+    let values = match parse_lookup_body(&body, ctx.settings.max_batch) {
+        Ok(v) => v,
+        Err(e) => return e.into_resp(),
     };
-    if batch.values.len() > ctx.settings.max_batch {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too-many-values",
-            &format!(
-                "{} values in one request; query.max-batch is {}",
-                batch.values.len(),
-                ctx.settings.max_batch
-            ),
-        );
-    }
-    if let Some(i) = batch.values.iter().position(|v| v.len() > MAX_VALUE_LEN) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "value-too-long",
-            &format!("value {i} is longer than {MAX_VALUE_LEN} bytes"),
-        );
-    }
     let view = ctx.shared.load();
-    let results: Vec<Lookup<'_>> = batch.values.iter().map(|v| lookup_in(&view, v)).collect();
+    let results: Vec<Lookup<'_>> = values.iter().map(|v| lookup_in(&view, v)).collect();
     count(ctx, &results);
     // Sized for a typical mix (misses ~50 bytes, hits ~300) to avoid regrowing a large buffer.
     let mut out = Vec::with_capacity(64 + results.len() * 160);
@@ -540,5 +579,42 @@ async fn changes(req: &Request<Incoming>, ctx: &Ctx) -> Resp {
             removed,
         } => changes_body(cursor, false, journal_items(added), journal_items(removed)),
         Changes::Reset { cursor, index } => export::reset_changes(index.clone(), cursor.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_query_string() {
+        assert_eq!(
+            parse_lookup_query("value=198.51.100.7").unwrap(),
+            "198.51.100.7"
+        );
+        assert_eq!(
+            parse_lookup_query("x=1&value=https%3A%2F%2Fa.example%2F%3Fq%3D1+2").unwrap(),
+            "https://a.example/?q=1 2"
+        );
+        assert_eq!(parse_lookup_query("").unwrap_err().code, "missing-value");
+        let long = format!("value={}", "a".repeat(MAX_VALUE_LEN + 1));
+        let e = parse_lookup_query(&long).unwrap_err();
+        assert_eq!((e.status, e.code), (400, "value-too-long"));
+    }
+
+    #[test]
+    fn lookup_body() {
+        let v = parse_lookup_body(br#"{"values":["a.example","10.0.0.1"]}"#, 2).unwrap();
+        assert_eq!(v, ["a.example", "10.0.0.1"]);
+        let e = parse_lookup_body(br#"{"values":["a","b","c"]}"#, 2).unwrap_err();
+        assert_eq!((e.status, e.code), (413, "too-many-values"));
+        for bad in [
+            &b"{"[..],
+            br#"{"values":"a"}"#,
+            br#"{"values":[],"x":1}"#,
+            b"\xff",
+        ] {
+            assert_eq!(parse_lookup_body(bad, 2).unwrap_err().code, "bad-json");
+        }
     }
 }

@@ -9,6 +9,7 @@
 pub mod client;
 mod export;
 mod handlers;
+pub use handlers::{parse_lookup_body, parse_lookup_query, BadRequest};
 mod metrics;
 
 use crate::state::Shared;
@@ -284,7 +285,8 @@ pub async fn serve(
                         continue;
                     }
                 };
-                if !peer_allowed(&ctx.settings, &allowed_gids, &peer) {
+                let groups = || peer_groups(&stream, &peer);
+                if !peer_allowed(&ctx.settings, &allowed_gids, &peer, groups) {
                     ctx.shared.metrics().denied_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(uid = peer.uid(), gid = peer.gid(), pid = ?peer.pid(), "query connection denied by allowed-uids/allowed-groups");
                     conns.spawn(reject(stream, 403, "forbidden", "this user may not use the mispd query socket"));
@@ -332,19 +334,33 @@ async fn reject(mut stream: tokio::net::UnixStream, status: u16, code: &str, msg
     let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
 }
 
-fn peer_allowed(settings: &Settings, allowed_gids: &[u32], peer: &tokio::net::unix::UCred) -> bool {
+fn peer_allowed(
+    settings: &Settings,
+    allowed_gids: &[u32],
+    peer: &tokio::net::unix::UCred,
+    supplementary: impl FnOnce() -> Option<Vec<u32>>,
+) -> bool {
     if settings.allowed_uids.is_empty() && allowed_gids.is_empty() {
         return true;
     }
     if settings.allowed_uids.contains(&peer.uid()) || allowed_gids.contains(&peer.gid()) {
         return true;
     }
-    // SO_PEERCRED carries only the primary group; supplementary groups come from /proc.
+    // SO_PEERCRED carries only the primary group.
     !allowed_gids.is_empty()
-        && peer
-            .pid()
-            .and_then(|pid| supplementary_groups(pid).ok())
-            .is_some_and(|gs| gs.iter().any(|g| allowed_gids.contains(g)))
+        && supplementary().is_some_and(|gs| gs.iter().any(|g| allowed_gids.contains(g)))
+}
+
+/// The peer's supplementary groups: from the socket (SO_PEERGROUPS), which works under
+/// mispd.service's ProtectProc=invisible, else from /proc/PID/status (kernels before 4.13).
+fn peer_groups(
+    stream: &tokio::net::UnixStream,
+    peer: &tokio::net::unix::UCred,
+) -> Option<Vec<u32>> {
+    use std::os::fd::AsFd;
+    crate::sys::peer_groups(stream.as_fd())
+        .ok()
+        .or_else(|| peer.pid().and_then(|pid| supplementary_groups(pid).ok()))
 }
 
 fn supplementary_groups(pid: i32) -> std::io::Result<Vec<u32>> {
@@ -420,5 +436,79 @@ mod tests {
         assert_eq!(resolve_group("123").unwrap(), 123);
         assert_eq!(resolve_group("root").unwrap(), 0);
         assert!(resolve_group("no-such-group-mispd").is_err());
+    }
+
+    #[tokio::test]
+    async fn supplementary_groups_come_from_the_socket() {
+        let (a, _b) = tokio::net::UnixStream::pair().unwrap();
+        let peer = a.peer_cred().unwrap();
+        let groups = peer_groups(&a, &peer).unwrap();
+        let settings = Settings {
+            allowed_uids: vec![u32::MAX - 1],
+            ..Settings::default()
+        };
+        // Not our uid, not our primary group: allowed only through a supplementary group.
+        let supplementary: Vec<u32> = groups
+            .iter()
+            .copied()
+            .filter(|g| *g != peer.gid())
+            .collect();
+        for g in &supplementary {
+            assert!(peer_allowed(&settings, &[*g], &peer, || Some(
+                groups.clone()
+            )));
+        }
+        assert!(!peer_allowed(&settings, &[u32::MAX - 2], &peer, || Some(
+            groups.clone()
+        )));
+        assert!(!peer_allowed(&settings, &[u32::MAX - 2], &peer, || None));
+        assert!(peer_allowed(&settings, &[peer.gid()], &peer, || None));
+    }
+
+    /// A caller with supplementary groups 4242 and 4243 (set with setpriv, so this needs root
+    /// and util-linux + curl, as on the CI machine): the daemon sees them on the socket.
+    #[tokio::test]
+    async fn supplementary_groups_of_another_process() {
+        if crate::sys::euid() != 0 {
+            eprintln!(
+                "SKIP supplementary_groups_of_another_process: needs root for setpriv --groups"
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let mut child = std::process::Command::new("setpriv")
+            .args([
+                "--groups",
+                "4242,4243",
+                "curl",
+                "-s",
+                "-m",
+                "5",
+                "--unix-socket",
+            ])
+            .arg(&path)
+            .arg("http://mispd/v1/health")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("setpriv and curl are installed");
+        let (stream, _) = listener.accept().await.unwrap();
+        let peer = stream.peer_cred().unwrap();
+        let groups = peer_groups(&stream, &peer).unwrap();
+        assert!(
+            groups.contains(&4242) && groups.contains(&4243),
+            "{groups:?}"
+        );
+        let settings = Settings {
+            allowed_uids: vec![u32::MAX - 1],
+            ..Settings::default()
+        };
+        assert!(peer_allowed(&settings, &[4243], &peer, || peer_groups(
+            &stream, &peer
+        )));
+        drop(stream);
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

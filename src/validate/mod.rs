@@ -294,6 +294,20 @@ impl Validator {
         (v, warnings)
     }
 
+    /// A validator with default settings whose only warninglist is one `list.json` given as
+    /// bytes (folder name `id`): no allowlist, no host facts. For fuzzing and testing the
+    /// warninglist loader; its warnings are returned as with [`Validator::load`].
+    pub fn with_warninglist_bytes(id: &str, list_json: &[u8]) -> (Validator, Vec<String>) {
+        let settings = Settings {
+            warninglists: Vec::new(),
+            allowlist: None,
+            ..Settings::default()
+        };
+        let (mut v, mut warnings) = Validator::load(&settings, Protected::default());
+        v.lists = Warninglists::from_bytes(id, list_json, &mut warnings);
+        (v, warnings)
+    }
+
     pub fn stats(&self) -> ValidatorStats {
         let l = &self.lists.lists;
         ValidatorStats {

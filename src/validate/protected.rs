@@ -17,17 +17,19 @@ impl Protected {
     /// ignored (the rest still protects); the result lists what was found.
     pub fn discover(misp_hosts: &[String], resolv_conf: &Path) -> Protected {
         let mut p = Protected::default();
+        // /proc/self/net rather than /proc/net (a symlink to it): mispd.service sets
+        // ProcSubset=pid, which hides the top-level symlink but not the per-process directory.
         let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
-        for a in local_v4(&read("/proc/net/fib_trie")) {
+        for a in local_v4(&read("/proc/self/net/fib_trie")) {
             p.add_addr(a.into(), "an address of this host".into());
         }
-        for a in local_v6(&read("/proc/net/if_inet6")) {
+        for a in local_v6(&read("/proc/self/net/if_inet6")) {
             p.add_addr(a.into(), "an address of this host".into());
         }
-        for a in gateways_v4(&read("/proc/net/route")) {
+        for a in gateways_v4(&read("/proc/self/net/route")) {
             p.add_addr(a.into(), "this host's default gateway".into());
         }
-        for a in gateways_v6(&read("/proc/net/ipv6_route")) {
+        for a in gateways_v6(&read("/proc/self/net/ipv6_route")) {
             p.add_addr(a.into(), "this host's default gateway".into());
         }
         let resolv = std::fs::read_to_string(resolv_conf).unwrap_or_default();

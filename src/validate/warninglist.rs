@@ -319,42 +319,62 @@ impl Warninglists {
         disabled: &[String],
         warnings: &mut Vec<String>,
     ) -> Warninglists {
+        let mut items = Vec::new();
+        for dir in dirs {
+            match list_files(dir) {
+                Ok(files) => {
+                    for (id, file) in files {
+                        if disabled.contains(&id) {
+                            continue;
+                        }
+                        let bytes = std::fs::read(&file).map_err(|e| e.to_string());
+                        items.push((id, file.display().to_string(), bytes));
+                    }
+                }
+                Err(e) => warnings.push(format!(
+                    "warninglist directory {} cannot be read ({e}): its lists are not applied",
+                    dir.display()
+                )),
+            }
+        }
+        Self::from_items(items, actions, disabled, warnings)
+    }
+
+    /// One list from its `list.json` bytes (the fuzz target's way in; same rules as a file).
+    pub(crate) fn from_bytes(id: &str, bytes: &[u8], warnings: &mut Vec<String>) -> Warninglists {
+        let items = vec![(
+            id.to_string(),
+            format!("{id}/list.json"),
+            Ok(bytes.to_vec()),
+        )];
+        Self::from_items(items, &BTreeMap::new(), &[], warnings)
+    }
+
+    /// Build the tables from (list id, where it came from, its bytes or why they could not be read).
+    fn from_items(
+        items: Vec<(String, String, Result<Vec<u8>, String>)>,
+        actions: &BTreeMap<String, Action>,
+        disabled: &[String],
+        warnings: &mut Vec<String>,
+    ) -> Warninglists {
         let mut w = Warninglists::default();
         let mut substrings: Vec<(String, u16)> = Vec::new();
         let mut regexes: Vec<(String, u16)> = Vec::new();
         let mut applies: Vec<Option<Vec<String>>> = Vec::new();
-        for dir in dirs {
-            let files = match list_files(dir) {
-                Ok(f) => f,
-                Err(e) => {
-                    warnings.push(format!(
-                        "warninglist directory {} cannot be read ({e}): its lists are not applied",
-                        dir.display()
-                    ));
-                    continue;
-                }
-            };
-            for (id, file) in files {
-                if disabled.contains(&id) {
-                    continue;
-                }
+        {
+            for (id, file, bytes) in items {
                 if w.lists.iter().any(|l| *l.id == *id) {
                     warnings.push(format!(
-                        "warninglist {id} in {} ignored: a list with that name is already loaded",
-                        file.display()
+                        "warninglist {id} in {file} ignored: a list with that name is already loaded"
                     ));
                     continue;
                 }
-                let raw: RawList = match std::fs::read(&file)
-                    .map_err(|e| e.to_string())
+                let raw: RawList = match bytes
                     .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
                 {
                     Ok(r) => r,
                     Err(e) => {
-                        warnings.push(format!(
-                            "warninglist {} skipped: malformed ({e})",
-                            file.display()
-                        ));
+                        warnings.push(format!("warninglist {file} skipped: malformed ({e})"));
                         continue;
                     }
                 };
