@@ -9,6 +9,8 @@
 //! 3. Writes the snapshot, then starts the real `mispd` binary on it with the source unreachable
 //!    and measures the time to `READY=1` and the daemon's resident memory once it serves.
 
+mod support;
+
 use mispd::config::Config;
 use mispd::index::Index;
 use mispd::misp::wire::decode_rest_search;
@@ -21,18 +23,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const PAGE: usize = 5000;
-
-fn uuid(rng: &mut fastrand::Rng) -> String {
-    let h = format!("{:032x}", rng.u128(..));
-    format!(
-        "{}-{}-4{}-8{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[13..16],
-        &h[17..20],
-        &h[20..32]
-    )
-}
 
 /// One attribute as MISP's JSON shows it, with a value of a type chosen by `r` (0..100).
 fn attribute(rng: &mut fastrand::Rng, i: usize, events: &[String]) -> serde_json::Value {
@@ -96,7 +86,7 @@ fn attribute(rng: &mut fastrand::Rng, i: usize, events: &[String]) -> serde_json
         "type": t,
         "value": value,
         "to_ids": true,
-        "uuid": uuid(rng),
+        "uuid": support::uuid(rng),
         "timestamp": (1_700_000_000 + i as i64).to_string(),
         "distribution": "5",
         "sharing_group_id": "0",
@@ -115,7 +105,7 @@ fn attribute(rng: &mut fastrand::Rng, i: usize, events: &[String]) -> serde_json
 
 fn pages(n: usize) -> Vec<Vec<u8>> {
     let mut rng = fastrand::Rng::with_seed(42);
-    let events: Vec<String> = (0..5000).map(|_| uuid(&mut rng)).collect();
+    let events: Vec<String> = (0..5000).map(|_| support::uuid(&mut rng)).collect();
     (0..n.div_ceil(PAGE))
         .map(|p| {
             let attrs: Vec<_> = (p * PAGE..((p + 1) * PAGE).min(n))
@@ -124,15 +114,6 @@ fn pages(n: usize) -> Vec<Vec<u8>> {
             serde_json::to_vec(&serde_json::json!({"response": {"Attribute": attrs}})).unwrap()
         })
         .collect()
-}
-
-fn status_kb(pid: u32, field: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 fn main() {
@@ -217,7 +198,7 @@ fn main() {
     );
     println!(
         "  peak RSS of this process so far: {} MB",
-        status_kb(std::process::id(), "VmHWM:") / 1024
+        support::status_kib(std::process::id(), "VmHWM:") / 1024
     );
     drop(index);
     drop(store);
@@ -294,7 +275,7 @@ fn main() {
         None => println!("  COLD START: no READY=1 within 60 s"),
     }
     std::thread::sleep(Duration::from_millis(500));
-    let rss = status_kb(child.id(), "VmRSS:");
+    let rss = support::status_kib(child.id(), "VmRSS:");
     println!(
         "  DAEMON RSS serving {n} attributes' indicators: {} MB ({:.0} bytes per attribute; target < 200 MB)",
         rss / 1024,

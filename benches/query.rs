@@ -2,6 +2,8 @@
 //! served on a real Unix socket in-process, against a bare hyper responder as the floor.
 //! Prints figures; docs/performance.md records a run and how to read it.
 
+mod support;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, Response};
@@ -17,26 +19,7 @@ use std::time::{Duration, Instant};
 const N: usize = 1_000_000;
 
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn uuid(rng: &mut fastrand::Rng) -> String {
-    let h = format!("{:032x}", rng.u128(..));
-    format!(
-        "{}-{}-4{}-8{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[13..16],
-        &h[17..20],
-        &h[20..32]
-    )
+    support::status_kib(std::process::id(), "VmRSS:")
 }
 
 /// Indicators shaped like a few large MISP feeds: 5000 events over 3 sources, each value with
@@ -47,7 +30,9 @@ fn generate() -> Vec<Indicator> {
         .iter()
         .map(|s| Arc::from(*s))
         .collect();
-    let events: Vec<Arc<str>> = (0..5000).map(|_| Arc::from(uuid(&mut rng))).collect();
+    let events: Vec<Arc<str>> = (0..5000)
+        .map(|_| Arc::from(support::uuid(&mut rng)))
+        .collect();
     let tag_sets: Vec<Arc<[Arc<str>]>> = vec![
         Arc::from(vec![Arc::<str>::from("tlp:white")]),
         Arc::from(vec![
@@ -125,7 +110,7 @@ fn generate() -> Vec<Indicator> {
         let mut prov = Provenance {
             source: sources[ev % 2].clone(),
             event_uuid: Some(events[ev].clone()),
-            attribute_uuid: Arc::from(uuid(&mut rng)),
+            attribute_uuid: Arc::from(support::uuid(&mut rng)),
             misp_type: types[t].clone(),
             category: category.clone(),
             tags: tag_sets[ev % 3].clone(),
@@ -140,7 +125,7 @@ fn generate() -> Vec<Indicator> {
                 notes: Vec::new(),
             });
             prov.source = sources[2].clone();
-            prov.attribute_uuid = Arc::from(uuid(&mut rng));
+            prov.attribute_uuid = Arc::from(support::uuid(&mut rng));
         }
         out.push(Indicator {
             value: value.into(),
