@@ -791,3 +791,59 @@ fn log_rejections(slot: &mut SourceSlot, rejected: &[Rejection]) {
             "source lists this host's own infrastructure: it may be compromised or poisoned");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Provenance;
+
+    fn ind(source: &str, value: &str) -> Indicator {
+        Indicator {
+            value: value.into(),
+            kind: Kind::Domain,
+            provenance: Provenance {
+                source: source.into(),
+                event_uuid: None,
+                attribute_uuid: format!("{source}-{value}").into(),
+                misp_type: "domain".into(),
+                category: "Network activity".into(),
+                tags: Arc::from(Vec::<Arc<str>>::new()),
+                timestamp: 0,
+                to_ids: true,
+            },
+            notes: vec![],
+        }
+    }
+
+    #[test]
+    fn low_trust_indicators_need_a_normal_source_to_agree() {
+        let normal = Arc::new(vec![ind("a", "both.example"), ind("a", "only-a.example")]);
+        let low = Arc::new(vec![ind("b", "both.example"), ind("b", "only-b.example")]);
+        let merged = merge(&[(Trust::Normal, normal), (Trust::Low, low)]);
+        let mut got: Vec<(&str, &str)> = merged
+            .iter()
+            .map(|i| (&*i.provenance.source, &*i.value))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("a", "both.example"),
+                ("a", "only-a.example"),
+                ("b", "both.example")
+            ]
+        );
+    }
+
+    #[test]
+    fn diff_counts_distinct_values_added_and_removed() {
+        let old = vec![
+            ind("a", "x.example"),
+            ind("a", "y.example"),
+            ind("b", "y.example"),
+        ];
+        let new = vec![ind("a", "y.example"), ind("a", "z.example")];
+        assert_eq!(diff_counts(&old, &new), (1, 1));
+        assert_eq!(distinct(&old), 2);
+    }
+}
