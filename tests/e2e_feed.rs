@@ -1,34 +1,25 @@
 //! The whole path with a static feed (the demo's data): real binary, real NOTIFY_SOCKET, real
 //! query socket, real warninglists; then restart from the snapshot with the feed gone.
 
+mod common;
+mod e2e_support;
 mod harness;
 
 use harness::{ctl, repo, source, start};
 use std::time::Duration;
 
 fn config(feed: &str) -> String {
-    format!(
-        r#"
-[daemon]
-state-dir = "{{dir}}/state"
-credentials-dir = "{{dir}}/credentials"
-
-[query]
-socket = "{{dir}}/query.sock"
-socket-mode = "0600"
-
-[validation]
-warninglists = ["{wl}"]
-
+    e2e_support::config_head("")
+        + &format!(
+            r#"
 [[source]]
 name = "infoblox"
 kind = "feed"
 url = "{feed}"
 interval = "1h"
 full-resync = "2h"
-"#,
-        wl = repo("packaging/warninglists").display(),
-    )
+"#
+        )
 }
 
 #[test]
