@@ -4,14 +4,18 @@
 
 mod support;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, Response};
+use http_body_util::Full;
+use hyper::Response;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use mispd::index::Index;
 use mispd::model::{Indicator, Kind, Provenance};
 use mispd::query::{self, Settings};
-use mispd::state::{Shared, View};
+use mispd::state::{Shared, View, WarninglistOracle};
+use mispd::validate::{Protected, Validator};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -181,29 +185,68 @@ async fn floor_server(path: PathBuf) {
     }
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-async fn connect(path: &Path) -> Sender {
-    let stream = tokio::net::UnixStream::connect(path).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    sender
+/// A minimal blocking HTTP/1.1 client on one keep-alive Unix-socket connection, run on its own
+/// OS thread: it writes a request and reads one `Content-Length` response. A client this thin
+/// keeps the measurement about the server, as an external load generator would.
+struct Client {
+    stream: UnixStream,
+    buf: Vec<u8>,
 }
 
-async fn send(s: &mut Sender, method: Method, uri: &str, body: Bytes) -> (u16, usize) {
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("host", "localhost")
-        .body(Full::new(body))
-        .unwrap();
-    s.ready().await.unwrap();
-    let resp = s.send_request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let b = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, b.len())
+impl Client {
+    fn connect(path: &Path) -> Client {
+        Client {
+            stream: UnixStream::connect(path).unwrap(),
+            buf: Vec::with_capacity(1 << 16),
+        }
+    }
+
+    fn get(&mut self, uri: &str) -> (u16, usize) {
+        let req = format!("GET {uri} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        self.stream.write_all(req.as_bytes()).unwrap();
+        self.response()
+    }
+
+    fn post(&mut self, uri: &str, body: &[u8]) -> (u16, usize) {
+        let head = format!(
+            "POST {uri} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        self.stream.write_all(head.as_bytes()).unwrap();
+        self.stream.write_all(body).unwrap();
+        self.response()
+    }
+
+    /// Reads one response; returns its status and body length.
+    fn response(&mut self) -> (u16, usize) {
+        self.buf.clear();
+        let mut chunk = [0u8; 1 << 16];
+        let head_end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let k = self.stream.read(&mut chunk).unwrap();
+            assert!(k > 0, "server closed the connection");
+            self.buf.extend_from_slice(&chunk[..k]);
+        };
+        let head = std::str::from_utf8(&self.buf[..head_end]).unwrap();
+        let status: u16 = head[9..12].parse().unwrap();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .expect("a Content-Length response");
+        while self.buf.len() < head_end + len {
+            let k = self.stream.read(&mut chunk).unwrap();
+            assert!(k > 0, "server closed the connection");
+            self.buf.extend_from_slice(&chunk[..k]);
+        }
+        assert_eq!(self.buf.len(), head_end + len, "no pipelining here");
+        (status, len)
+    }
 }
 
 struct Run {
@@ -213,17 +256,17 @@ struct Run {
     errors: usize,
 }
 
-async fn single(path: &Path, uris: &[String]) -> Run {
-    let mut s = connect(path).await;
+fn single(path: &Path, uris: &[String]) -> Run {
+    let mut c = Client::connect(path);
     for u in uris.iter().take(2000) {
-        send(&mut s, Method::GET, u, Bytes::new()).await;
+        c.get(u);
     }
     let mut lat = Vec::with_capacity(uris.len());
     let mut errors = 0;
     let start = Instant::now();
     for u in uris {
         let t = Instant::now();
-        let (status, _) = send(&mut s, Method::GET, u, Bytes::new()).await;
+        let (status, _) = c.get(u);
         lat.push(t.elapsed());
         errors += usize::from(status != 200);
     }
@@ -240,15 +283,6 @@ async fn single(path: &Path, uris: &[String]) -> Run {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(run());
-}
-
-async fn run() {
     let rss0 = rss_kib();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
@@ -279,21 +313,35 @@ async fn run() {
         rss0 / 1024
     );
 
-    // glibc keeps the freed input records mapped; the daemon should trim after publishing.
-    // SAFETY: malloc_trim only walks glibc's own free lists; no Rust object is touched.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    // glibc keeps the freed input records mapped; the daemon trims after publishing.
+    mispd::sys::release_free_memory();
     println!(
         "RSS after malloc_trim(0): {} MiB ({:.0} B per record)",
         rss_kib() / 1024,
         rss_kib() as f64 * 1024.0 / records as f64
     );
 
+    // Lookups also report warninglist hits for the queried value, as the daemon does: load the
+    // shipped lists behind the same oracle the supervisor publishes.
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let wl: mispd::validate::Settings = toml::from_str(&format!(
+        "warninglists = [{:?}]\nallowlist = \"/nonexistent\"",
+        repo.join("packaging/warninglists")
+    ))
+    .unwrap();
+    let before = rss_kib();
+    let (validator, _) = Validator::load(&wl, Protected::from_parts(vec![], vec![]));
+    mispd::sys::release_free_memory();
+    println!(
+        "warninglists loaded ({} lists): +{} MiB RSS",
+        validator.stats().warninglists,
+        rss_kib().saturating_sub(before) / 1024
+    );
+    let oracle: Arc<dyn WarninglistOracle> = Arc::new(ArcSwap::from_pointee(validator));
+
     let queries = queries(&index);
 
-    // The index alone, no transport: lookups and lookups with JSON encoding.
+    // The index alone, no transport: lookups, and lookups with warninglists and JSON encoding.
     let t = Instant::now();
     let mut hits = 0usize;
     for q in queries.iter().take(200_000) {
@@ -304,13 +352,22 @@ async fn run() {
         "index only: {:.0} lookups/s ({hits} of 200000 listed)",
         200_000.0 / took.as_secs_f64()
     );
+    let view = View {
+        generation: 1,
+        index: Arc::new(index),
+        warninglists: Some(oracle),
+        ..View::default()
+    };
     let t = Instant::now();
     let mut bytes = 0usize;
+    let mut out = Vec::new();
     for q in queries.iter().take(200_000) {
-        bytes += serde_json::to_vec(&index.lookup(q)).unwrap().len();
+        out.clear();
+        query::write_lookup(&mut out, &view, q);
+        bytes += out.len();
     }
     println!(
-        "index + JSON: {:.0} lookups/s ({} bytes/answer)",
+        "index + warninglists + JSON: {:.0} lookups/s ({} bytes/answer)",
         200_000.0 / t.elapsed().as_secs_f64(),
         bytes / 200_000
     );
@@ -323,21 +380,22 @@ async fn run() {
         ..Settings::default()
     };
     let (admin, _admin_rx) = tokio::sync::mpsc::channel(1);
-    let shared = Shared::new(
-        View {
-            generation: 1,
-            index: Arc::new(index),
-            ..View::default()
-        },
-        admin,
-    );
-    let listener = query::bind(&settings).unwrap();
-    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let shared = Shared::new(view, admin);
+    // The server side runs as in the daemon: a multi-thread runtime with a worker per core.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let sock = settings.socket.clone();
-    tokio::spawn(query::serve(listener, shared.clone(), settings, stop_rx));
     let floor_sock = dir.path().join("floor.sock");
-    tokio::spawn(floor_server(floor_sock.clone()));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    {
+        let _guard = rt.enter();
+        let listener = query::bind(&settings).unwrap();
+        rt.spawn(query::serve(listener, shared.clone(), settings, stop_rx));
+        rt.spawn(floor_server(floor_sock.clone()));
+    }
+    std::thread::sleep(Duration::from_millis(100));
 
     let uris: Vec<String> = queries
         .iter()
@@ -345,8 +403,7 @@ async fn run() {
         .map(|q| format!("/v1/lookup?value={}", query::client::encode(q)))
         .collect();
     // Sanity: half the queries are listed values.
-    let mut s = connect(&sock).await;
-    let (_, len) = send(&mut s, Method::GET, &uris[0], Bytes::new()).await;
+    let (_, len) = Client::connect(&sock).get(&uris[0]);
     assert!(len > 100, "the first query is a listed value");
 
     // Alternate floor and mispd runs so that load from elsewhere hits both alike; report the
@@ -355,8 +412,8 @@ async fn run() {
     let mut reals = Vec::new();
     for round in 0..5 {
         let part = &uris[round * 20_000..(round + 1) * 20_000];
-        floors.push(single(&floor_sock, part).await);
-        reals.push(single(&sock, part).await);
+        floors.push(single(&floor_sock, part));
+        reals.push(single(&sock, part));
     }
     let median = |mut v: Vec<Run>| {
         v.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
@@ -376,62 +433,61 @@ async fn run() {
         100.0 * real.per_sec / floor.per_sec
     );
 
-    // Batches of 1000 values per request.
-    let bodies: Vec<Bytes> = queries
+    // Batches of 1000 values per request, over one connection.
+    let bodies: Vec<Vec<u8>> = queries
         .chunks(1000)
-        .take(200)
-        .map(|c| Bytes::from(serde_json::to_vec(&serde_json::json!({ "values": c })).unwrap()))
+        .take(300)
+        .map(|c| serde_json::to_vec(&serde_json::json!({ "values": c })).unwrap())
         .collect();
-    let mut s = connect(&sock).await;
+    let mut c = Client::connect(&sock);
+    for b in bodies.iter().take(20) {
+        c.post("/v1/lookup", b);
+    }
     let start = Instant::now();
     let mut values = 0;
+    let mut answer_bytes = 0;
     for b in &bodies {
-        let (status, _) = send(&mut s, Method::POST, "/v1/lookup", b.clone()).await;
+        let (status, len) = c.post("/v1/lookup", b);
         assert_eq!(status, 200);
         values += 1000;
+        answer_bytes += len;
     }
     let took = start.elapsed();
     println!(
-        "batched: {:.0} values/s ({} requests of 1000 values in {took:.2?})",
+        "batched: {:.0} values/s ({} requests of 1000 values in {took:.2?}, {} KiB per answer)",
         values as f64 / took.as_secs_f64(),
-        bodies.len()
+        bodies.len(),
+        answer_bytes / bodies.len() / 1024
     );
 
-    // 256 concurrent keep-alive connections.
+    // 256 concurrent keep-alive connections, one client thread each.
     let uris = Arc::new(uris);
     let start = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..256usize {
-        let uris = uris.clone();
-        let sock = sock.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut s = connect(&sock).await;
-            let mut errors = 0;
-            for i in 0..400 {
-                let (status, _) = send(
-                    &mut s,
-                    Method::GET,
-                    &uris[(c * 400 + i) % uris.len()],
-                    Bytes::new(),
-                )
-                .await;
-                errors += usize::from(status != 200);
-            }
-            errors
-        }));
-    }
-    let mut errors = 0;
-    for t in tasks {
-        errors += t.await.unwrap();
-    }
+    let threads: Vec<_> = (0..256usize)
+        .map(|c| {
+            let uris = uris.clone();
+            let sock = sock.clone();
+            std::thread::spawn(move || {
+                let mut client = Client::connect(&sock);
+                let mut errors = 0;
+                for i in 0..400 {
+                    let (status, _) = client.get(&uris[(c * 400 + i) % uris.len()]);
+                    errors += usize::from(status != 200);
+                }
+                errors
+            })
+        })
+        .collect();
+    let errors: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
     let took = start.elapsed();
     println!(
-        "256 connections x 400 lookups: {:.0} req/s, errors {errors}",
-        256.0 * 400.0 / took.as_secs_f64()
+        "256 connections x 400 lookups: {:.0} req/s, errors {errors} (one connection: {:.0} req/s)",
+        256.0 * 400.0 / took.as_secs_f64(),
+        real.per_sec
     );
     let rss = rss_kib();
     println!(
-        "resident memory after the runs: {} MiB ({:.0} B per indicator record, whole process incl. the test clients)",
+        "resident memory after the runs: {} MiB ({:.0} B per indicator record, whole process incl. warninglists and the test clients)",
         rss / 1024,
         rss as f64 * 1024.0 / records as f64
     );

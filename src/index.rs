@@ -31,6 +31,17 @@ pub enum MatchKind {
     Url,
 }
 
+impl MatchKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchKind::Exact => "exact",
+            MatchKind::Cidr => "cidr",
+            MatchKind::Subdomain => "subdomain",
+            MatchKind::Url => "url",
+        }
+    }
+}
+
 const NONE: u32 = u32::MAX;
 const TO_IDS: u8 = 1;
 /// The attribute uuid was not a canonical lowercase UUID and is kept as text in the arena.
@@ -651,7 +662,23 @@ pub struct SourceRef<'a> {
     pub to_ids: bool,
 }
 
-impl SourceRef<'_> {
+impl<'a> SourceRef<'a> {
+    /// The attribute uuid without allocating: formatted into `buf`, or the stored text.
+    pub fn attribute_uuid_in<'b>(&self, buf: &'b mut [u8; 36]) -> &'b str
+    where
+        'a: 'b,
+    {
+        if self.rec.flags & ATTR_TEXT != 0 {
+            let a = &self.rec.attr;
+            let off = u32::from_le_bytes([a[0], a[1], a[2], a[3]]) as usize;
+            let len = u32::from_le_bytes([a[4], a[5], a[6], a[7]]) as usize;
+            &self.index.arena[off..off + len]
+        } else {
+            *buf = format_uuid(&self.rec.attr);
+            std::str::from_utf8(buf).unwrap_or("")
+        }
+    }
+
     pub fn attribute_uuid(&self) -> String {
         if self.rec.flags & ATTR_TEXT != 0 {
             let a = &self.rec.attr;

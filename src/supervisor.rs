@@ -535,7 +535,7 @@ impl Supervisor {
             index: self.index.clone(),
             sources: self.slots.iter().map(|s| s.status.clone()).collect(),
             quarantine: Arc::new(quarantine),
-            warninglists: Some(Arc::new(Oracle(self.validator.clone()))),
+            warninglists: Some(self.validator.clone()),
         };
         self.shared.publish(view);
         notify::status(&self.status_line());
@@ -656,22 +656,14 @@ fn load_key(config: &Config, source: &SourceSettings) -> Result<ApiKey, Credenti
     )
 }
 
-/// Lookups ask the current validator whether a value is itself on a warninglist.
-struct Oracle(Arc<ArcSwap<Validator>>);
-
-impl WarninglistOracle for Oracle {
+/// Lookups ask the current validator (swapped on reload) whether a value is itself on a
+/// warninglist.
+impl WarninglistOracle for ArcSwap<Validator> {
     fn hits(&self, value: &str) -> Vec<(String, String)> {
-        self.0
-            .load()
+        self.load()
             .warninglist_hits(value)
             .into_iter()
-            .map(|h| {
-                let category = serde_json::to_value(h.category)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
-                (h.name, category)
-            })
+            .map(|h| (h.name, h.category.as_str().to_string()))
             .collect()
     }
 }

@@ -1,8 +1,7 @@
 //! One connection and its requests: routing, the JSON endpoints, errors as JSON.
 
-use super::{export, metrics, Settings};
-use crate::index::{Lookup, WarninglistHit};
-use crate::state::{AdminCommand, Changes, Shared, View};
+use super::{encode, export, metrics, Settings};
+use crate::state::{AdminCommand, Changes, Shared};
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -176,23 +175,9 @@ fn not_allowed(allow: &'static str) -> Resp {
     r
 }
 
-/// Looks a value up in the view and adds warninglist hits when an oracle is wired.
-fn lookup_in<'a>(view: &'a View, value: &'a str) -> Lookup<'a> {
-    let mut l = view.index.lookup(value);
-    if let Some(w) = &view.warninglists {
-        l.warninglists = w
-            .hits(value.trim())
-            .into_iter()
-            .map(|(name, category)| WarninglistHit { name, category })
-            .collect();
-    }
-    l
-}
-
-fn count(ctx: &Ctx, lookups: &[Lookup<'_>]) {
+fn count(ctx: &Ctx, lookups: usize, hits: usize) {
     let m = ctx.shared.metrics();
-    m.lookups.fetch_add(lookups.len() as u64, Relaxed);
-    let hits = lookups.iter().filter(|l| l.listed).count();
+    m.lookups.fetch_add(lookups as u64, Relaxed);
     m.lookup_hits.fetch_add(hits as u64, Relaxed);
 }
 
@@ -276,9 +261,10 @@ fn lookup_get(req: &Request<Incoming>, ctx: &Ctx) -> Resp {
         Err(e) => return e.into_resp(),
     };
     let view = ctx.shared.load();
-    let l = [lookup_in(&view, &value)];
-    count(ctx, &l);
-    json(StatusCode::OK, &l[0])
+    let mut out = Vec::with_capacity(512);
+    let listed = encode::write_lookup(&mut out, &view, &value);
+    count(ctx, 1, usize::from(listed));
+    json_response(StatusCode::OK, out)
 }
 
 #[derive(serde::Deserialize)]
@@ -286,11 +272,6 @@ fn lookup_get(req: &Request<Incoming>, ctx: &Ctx) -> Resp {
 struct Batch<'a> {
     #[serde(borrow)]
     values: Vec<Cow<'a, str>>,
-}
-
-#[derive(Serialize)]
-struct Results<'a> {
-    results: Vec<Lookup<'a>>,
 }
 
 async fn lookup_post(req: Request<Incoming>, ctx: &Ctx) -> Resp {
@@ -331,18 +312,19 @@ async fn lookup_post(req: Request<Incoming>, ctx: &Ctx) -> Resp {
         Err(e) => return e.into_resp(),
     };
     let view = ctx.shared.load();
-    let results: Vec<Lookup<'_>> = values.iter().map(|v| lookup_in(&view, v)).collect();
-    count(ctx, &results);
     // Sized for a typical mix (misses ~50 bytes, hits ~300) to avoid regrowing a large buffer.
-    let mut out = Vec::with_capacity(64 + results.len() * 160);
-    match serde_json::to_writer(&mut out, &Results { results }) {
-        Ok(()) => json_response(StatusCode::OK, out),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            &format!("cannot encode the response: {e}"),
-        ),
+    let mut out = Vec::with_capacity(64 + values.len() * 160);
+    out.extend_from_slice(b"{\"results\":[");
+    let mut hits = 0;
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        hits += usize::from(encode::write_lookup(&mut out, &view, v));
     }
+    out.extend_from_slice(b"]}");
+    count(ctx, values.len(), hits);
+    json_response(StatusCode::OK, out)
 }
 
 fn status(ctx: &Ctx) -> Resp {

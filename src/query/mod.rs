@@ -7,6 +7,8 @@
 //! See docs/query-api.md for the endpoints.
 
 pub mod client;
+mod encode;
+pub use encode::write_lookup;
 mod export;
 mod handlers;
 pub use handlers::{parse_lookup_body, parse_lookup_query, BadRequest};

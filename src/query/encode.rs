@@ -1,0 +1,279 @@
+//! The lookup answer written straight into a byte buffer: the hot path of `/v1/lookup`.
+//!
+//! The text is the same, byte for byte, as serde_json's rendering of
+//! [`Lookup`](crate::index::Lookup) (a unit test holds the two together), but without serde's
+//! per-field dispatch, intermediate `String`s for UUIDs or a `Vec` for notes: a batch of a
+//! thousand answers is one growing buffer.
+
+use crate::index::{Lookup, Match, WarninglistHit};
+use crate::state::View;
+
+/// Looks `value` up in the view (index and warninglist oracle) and appends the JSON answer.
+pub fn write_lookup(out: &mut Vec<u8>, view: &View, value: &str) -> bool {
+    let l = lookup_in(view, value);
+    write(out, &l);
+    l.listed
+}
+
+/// Looks a value up in the view and adds warninglist hits when an oracle is wired.
+pub(crate) fn lookup_in<'a>(view: &'a View, value: &'a str) -> Lookup<'a> {
+    let mut l = view.index.lookup(value);
+    if let Some(w) = &view.warninglists {
+        l.warninglists = w
+            .hits(value.trim())
+            .into_iter()
+            .map(|(name, category)| WarninglistHit { name, category })
+            .collect();
+    }
+    l
+}
+
+/// Appends one lookup answer.
+pub fn write(out: &mut Vec<u8>, l: &Lookup<'_>) {
+    out.extend_from_slice(b"{\"value\":");
+    string(out, l.value);
+    out.extend_from_slice(if l.listed {
+        b",\"listed\":true,\"matches\":["
+    } else {
+        b",\"listed\":false,\"matches\":["
+    });
+    for (i, m) in l.matches.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_match(out, m);
+    }
+    out.push(b']');
+    if !l.warninglists.is_empty() {
+        out.extend_from_slice(b",\"warninglists\":[");
+        for (i, h) in l.warninglists.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"name\":");
+            string(out, &h.name);
+            out.extend_from_slice(b",\"category\":");
+            string(out, &h.category);
+            out.push(b'}');
+        }
+        out.push(b']');
+    }
+    out.push(b'}');
+}
+
+fn write_match(out: &mut Vec<u8>, m: &Match<'_>) {
+    let e = m.entry();
+    out.extend_from_slice(b"{\"indicator\":");
+    string(out, e.value());
+    out.extend_from_slice(b",\"type\":");
+    string(out, e.misp_type());
+    out.extend_from_slice(b",\"kind\":\"");
+    out.extend_from_slice(e.kind().as_str().as_bytes());
+    out.extend_from_slice(b"\",\"match\":\"");
+    out.extend_from_slice(m.how.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"sources\":[");
+    let mut any_notes = false;
+    let mut uuid = [0u8; 36];
+    for (i, s) in e.sources().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        any_notes |= !s.notes.is_empty();
+        out.extend_from_slice(b"{\"source\":");
+        string(out, s.source);
+        out.extend_from_slice(b",\"event_uuid\":");
+        match s.event_uuid {
+            Some(ev) => string(out, ev),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"attribute_uuid\":");
+        string(out, s.attribute_uuid_in(&mut uuid));
+        out.extend_from_slice(b",\"category\":");
+        string(out, s.category);
+        out.extend_from_slice(b",\"tags\":[");
+        for (j, t) in s.tags.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            string(out, t);
+        }
+        out.extend_from_slice(b"],\"timestamp\":");
+        out.extend_from_slice(itoa::Buffer::new().format(s.timestamp).as_bytes());
+        out.extend_from_slice(if s.to_ids {
+            b",\"to_ids\":true}"
+        } else {
+            b",\"to_ids\":false}"
+        });
+    }
+    out.push(b']');
+    if any_notes {
+        // Each distinct note once, in first-seen order across the sources.
+        let mut seen: Vec<&str> = Vec::new();
+        for s in e.sources() {
+            for n in s.notes {
+                if !seen.contains(&&**n) {
+                    seen.push(n);
+                }
+            }
+        }
+        out.extend_from_slice(b",\"notes\":[");
+        for (i, n) in seen.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            string(out, n);
+        }
+        out.push(b']');
+    }
+    out.push(b'}');
+}
+
+/// Appends `s` as a JSON string, escaped as serde_json escapes it (`\"`, `\\`, the short forms
+/// of `\b \f \n \r \t`, `\u00XX` for the other control characters; everything else verbatim).
+pub fn string(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if short.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[(b >> 4) as usize]);
+            out.push(HEX[(b & 0xf) as usize]);
+        } else {
+            out.extend_from_slice(short);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::Index;
+    use crate::model::{Indicator, Kind, Provenance};
+    use std::sync::Arc;
+
+    fn ind(value: &str, kind: Kind, source: &str, attr: &str, notes: &[&str]) -> Indicator {
+        Indicator {
+            value: value.into(),
+            kind,
+            provenance: Provenance {
+                source: source.into(),
+                event_uuid: (source != "feed-b")
+                    .then(|| "5f1a0c3e-0000-4000-8000-00000000e1e1".into()),
+                attribute_uuid: attr.into(),
+                misp_type: "domain".into(),
+                category: "Network \"activity\"".into(),
+                tags: Arc::from(vec![Arc::<str>::from("tlp:green"), Arc::from("x\ty\u{1}é")]),
+                timestamp: -5 + value.len() as i64 * 1_000_000_007,
+                to_ids: value.len() % 2 == 0,
+            },
+            notes: notes.iter().map(|n| Box::from(*n)).collect(),
+        }
+    }
+
+    #[test]
+    fn strings_escape_like_serde_json() {
+        let mut all = String::new();
+        for c in (0u32..0x80).chain([0xe9, 0x2028, 0x1f600]) {
+            all.push(char::from_u32(c).unwrap());
+        }
+        for s in ["", "plain", "a\"b\\c", "\u{7f}\u{0}\n", &all] {
+            let mut out = Vec::new();
+            string(&mut out, s);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(s).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn answers_are_byte_identical_to_the_serde_rendering() {
+        let index = Index::build(vec![
+            ind(
+                "evil.example",
+                Kind::Domain,
+                "feed-a",
+                "5f1a0c3e-0000-4000-8000-0000000000aa",
+                &[],
+            ),
+            ind(
+                "evil.example",
+                Kind::Domain,
+                "feed-b",
+                "not-a-uuid \"quoted\"",
+                &["refanged"],
+            ),
+            ind(
+                "evil.example",
+                Kind::Domain,
+                "feed-c",
+                "5f1a0c3e-0000-4000-8000-0000000000ab",
+                &["refanged", "scheme-added"],
+            ),
+            ind(
+                "198.51.100.0/24",
+                Kind::Cidr,
+                "feed-a",
+                "5f1a0c3e-0000-4000-8000-0000000000ac",
+                &[],
+            ),
+            ind(
+                "198.51.100.7",
+                Kind::Ip,
+                "feed-a",
+                "5f1a0c3e-0000-4000-8000-0000000000ad",
+                &[],
+            ),
+            ind(
+                "http://evil.example/x?a=1",
+                Kind::Url,
+                "feed-b",
+                "5f1a0c3e-0000-4000-8000-0000000000ae",
+                &[],
+            ),
+        ]);
+        let queries = [
+            "evil.example",
+            "a.b.evil.example",
+            "198.51.100.7",
+            "198.51.100.9",
+            "http://evil.example/x?a=1",
+            "http://evil.example/other",
+            "not listed \"at\" all\n",
+            "",
+        ];
+        for q in queries {
+            let mut l = index.lookup(q);
+            if q.starts_with("198") {
+                l.warninglists = vec![WarninglistHit {
+                    name: "List of \"known\" ranges".into(),
+                    category: "false-positive".into(),
+                }];
+            }
+            let mut out = Vec::new();
+            write(&mut out, &l);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(&l).unwrap(),
+                "query {q:?}"
+            );
+        }
+    }
+}
