@@ -170,7 +170,8 @@ fn main() {
     let validate_s = t1.elapsed().as_secs_f64();
     // Phase 3: index.
     let t2 = Instant::now();
-    let index = Index::build(accepted.clone());
+    let accepted_n = accepted.len();
+    let index = Index::build(accepted);
     let index_s = t2.elapsed().as_secs_f64();
     let total = decode_s + validate_s + index_s;
     println!(
@@ -182,13 +183,13 @@ fn main() {
         "  validate       {:>8.2} s  {:>10.0} attributes/s  ({} indicators, {} rejected)",
         validate_s,
         n as f64 / validate_s,
-        accepted.len(),
+        accepted_n,
         rejected
     );
     println!(
         "  index build    {:>8.2} s  {:>10.0} indicators/s  ({} entries)",
         index_s,
-        accepted.len() as f64 / index_s,
+        accepted_n as f64 / index_s,
         index.len()
     );
     println!(
@@ -200,7 +201,6 @@ fn main() {
         "  peak RSS of this process so far: {} MB",
         support::status_kib(std::process::id(), "VmHWM:") / 1024
     );
-    drop(index);
     drop(store);
 
     // Snapshot, then a cold start of the real daemon from it.
@@ -211,9 +211,10 @@ fn main() {
         &state,
         &snapshot::Snapshot {
             generation: 1,
+            index: Arc::new(index),
             sources: vec![snapshot::SourceSnapshot {
                 name: "bench".into(),
-                indicators: Arc::new(accepted),
+                own: None,
                 quarantine: vec![],
                 held: None,
                 held_change: None,

@@ -74,7 +74,7 @@ pub async fn run(
         .await
         .map_err(|e| DaemonError::Start(format!("loading the warninglists failed: {e}")))?;
     if let Some(r) = &restored {
-        let n: usize = r.sources.values().map(|s| s.indicators.len()).sum();
+        let n = r.total();
         tracing::info!(
             indicators = n,
             "snapshot loaded: serving the last known-good set before any sync"

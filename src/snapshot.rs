@@ -1,11 +1,24 @@
-//! The on-disk snapshot of what is served: every source's last known-good validated set, its
-//! quarantine and any held change. Written atomically (temp file, fsync, rename, fsync of the
-//! directory) after each applied change; loaded before `READY=1` so a restart with MISP down
-//! serves at once. A file that fails its version or checksum check is moved aside, never half-used.
+//! The on-disk snapshot of what is served: the index itself, and for every source its
+//! quarantine, any held change and, for a low-trust source, its whole published set (the index
+//! holds only the part another source corroborates). Written atomically (temp file, fsync,
+//! rename, fsync of the directory) after each applied change; loaded before `READY=1` so a
+//! restart with MISP down serves at once. A file that fails its version or checksum check is
+//! moved aside, never half-used.
 //!
-//! Format: a first line `mispd-snapshot <version> <sha256-hex of the body> <body length>`, then a
-//! JSON body in which repeated provenance strings are interned in a table.
+//! Format: a first line `mispd-snapshot <version> <sha256-hex of the body> <body length>`, then
+//! the body. Version 2 (this build writes it):
+//!
+//! ```text
+//! u32 length, JSON meta     generation; per source: name, quarantine, held change, last success,
+//!                           whether an own set and a held set follow
+//! index                     the served index's arrays (index::persist)
+//! per source, in order:     its own set, then its held set, each as an index, when present
+//! ```
+//!
+//! Loading the index's arrays is a copy and a check, so a cold start does not rebuild the index.
+//! Version 1 (JSON rows, written before 0.2) is still read, once, on upgrade.
 
+use crate::index::Index;
 use crate::model::{HeldChange, Indicator, Kind, Provenance, Rejection};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -16,7 +29,7 @@ use std::sync::Arc;
 
 pub const FILE_NAME: &str = "snapshot";
 const MAGIC: &str = "mispd-snapshot";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -34,12 +47,15 @@ pub enum SnapshotError {
 /// What the supervisor hands over to be written.
 pub struct Snapshot {
     pub generation: u64,
+    /// The served index: every normal-trust source's published set lives here.
+    pub index: Arc<Index>,
     pub sources: Vec<SourceSnapshot>,
 }
 
 pub struct SourceSnapshot {
     pub name: String,
-    pub indicators: Arc<Vec<Indicator>>,
+    /// The whole published set, when the index holds only part of it (low-trust sources).
+    pub own: Option<Arc<Vec<Indicator>>>,
     pub quarantine: Vec<Rejection>,
     pub held: Option<Vec<Indicator>>,
     pub held_change: Option<HeldChange>,
@@ -50,129 +66,133 @@ pub struct SourceSnapshot {
 #[derive(Debug, Default)]
 pub struct Restored {
     pub generation: u64,
+    /// The served index as it was written (empty after an upgrade from version 1, whose sets are
+    /// all in the sources' `own`).
+    pub index: Index,
     pub sources: HashMap<String, RestoredSource>,
 }
 
 #[derive(Debug, Default)]
 pub struct RestoredSource {
-    pub indicators: Vec<Indicator>,
+    /// The source's whole published set when it is not (only) in the index.
+    pub own: Option<Vec<Indicator>>,
     pub quarantine: Vec<Rejection>,
     pub held: Option<Vec<Indicator>>,
     pub held_change: Option<HeldChange>,
     pub last_success: Option<i64>,
 }
 
-// ---- wire form ----
+impl Restored {
+    /// How many indicator records the source had published.
+    pub fn served(&self, source: &str) -> usize {
+        match self.sources.get(source).and_then(|s| s.own.as_ref()) {
+            Some(own) => own.len(),
+            None => self.index.source_len(source),
+        }
+    }
 
-/// One indicator: value, kind, then indexes into the string table for event uuid (or u32::MAX),
-/// attribute uuid, MISP type, category, tag set, then timestamp, to_ids and notes.
-type Row = (
-    Box<str>,
-    Kind,
-    u32,
-    u32,
-    u32,
-    u32,
-    u32,
-    i64,
-    bool,
-    Vec<Box<str>>,
-);
+    /// Every source's published records, counted once.
+    pub fn total(&self) -> usize {
+        self.sources.keys().map(|s| self.served(s)).sum()
+    }
+}
+
+// ---- version 2 ----
 
 #[derive(Serialize, Deserialize)]
-struct Body {
+struct Meta {
     generation: u64,
-    strings: Vec<Arc<str>>,
-    tag_sets: Vec<Vec<u32>>,
-    sources: Vec<SourceBody>,
+    sources: Vec<SourceMeta>,
 }
 
 #[derive(Serialize, Deserialize)]
-struct SourceBody {
+struct SourceMeta {
     name: String,
-    indicators: Vec<Row>,
+    own_set: bool,
+    held_set: bool,
     quarantine: Vec<Rejection>,
-    held: Option<Vec<Row>>,
     held_change: Option<HeldChange>,
     last_success: Option<i64>,
 }
 
-#[derive(Default)]
-struct Interner {
-    strings: Vec<Arc<str>>,
-    ids: HashMap<Arc<str>, u32>,
-    tag_sets: Vec<Vec<u32>>,
-    tag_ids: HashMap<Vec<u32>, u32>,
+/// The version 2 body for a snapshot.
+pub fn encode(snap: &Snapshot) -> Vec<u8> {
+    let meta = Meta {
+        generation: snap.generation,
+        sources: snap
+            .sources
+            .iter()
+            .map(|s| SourceMeta {
+                name: s.name.clone(),
+                own_set: s.own.is_some(),
+                held_set: s.held.is_some(),
+                quarantine: s.quarantine.clone(),
+                held_change: s.held_change.clone(),
+                last_success: s.last_success,
+            })
+            .collect(),
+    };
+    let meta = serde_json::to_vec(&meta).expect("snapshot meta serialises");
+    let mut out = Vec::new();
+    out.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    out.extend_from_slice(&meta);
+    snap.index.write_to(&mut out);
+    for s in &snap.sources {
+        for set in [s.own.as_deref(), s.held.as_ref()].into_iter().flatten() {
+            Index::build(set.clone()).write_to(&mut out);
+        }
+    }
+    out
 }
 
-impl Interner {
-    fn s(&mut self, s: &Arc<str>) -> u32 {
-        if let Some(&i) = self.ids.get(s) {
-            return i;
-        }
-        let i = self.strings.len() as u32;
-        self.strings.push(s.clone());
-        self.ids.insert(s.clone(), i);
-        i
+fn decode_v2(body: &[u8]) -> Result<Restored, String> {
+    let mut rest = body;
+    if rest.len() < 4 {
+        return Err("body ends early".into());
     }
-
-    fn row(&mut self, ind: &Indicator) -> Row {
-        let p = &ind.provenance;
-        let tags: Vec<u32> = p.tags.iter().map(|t| self.s(t)).collect();
-        let tag_set = match self.tag_ids.get(&tags) {
-            Some(&i) => i,
-            None => {
-                let i = self.tag_sets.len() as u32;
-                self.tag_sets.push(tags.clone());
-                self.tag_ids.insert(tags, i);
-                i
+    let n = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+    rest = &rest[4..];
+    if rest.len() < n {
+        return Err("body ends early".into());
+    }
+    let meta: Meta = serde_json::from_slice(&rest[..n]).map_err(|e| e.to_string())?;
+    rest = &rest[n..];
+    let index = Index::read_from(&mut rest).map_err(|e| format!("index: {e}"))?;
+    let mut out = Restored {
+        generation: meta.generation,
+        index,
+        sources: HashMap::new(),
+    };
+    for s in meta.sources {
+        let mut set = |present: bool| -> Result<Option<Vec<Indicator>>, String> {
+            if !present {
+                return Ok(None);
             }
+            let ix = Index::read_from(&mut rest).map_err(|e| format!("source {}: {e}", s.name))?;
+            Ok(Some(ix.to_indicators()))
         };
-        let event = p.event_uuid.as_ref().map_or(u32::MAX, |e| self.s(e));
-        (
-            ind.value.clone(),
-            ind.kind,
-            event,
-            self.s(&p.attribute_uuid),
-            self.s(&p.misp_type),
-            self.s(&p.category),
-            tag_set,
-            p.timestamp,
-            p.to_ids,
-            ind.notes.clone(),
-        )
+        let own = set(s.own_set)?;
+        let held = set(s.held_set)?;
+        let restored = RestoredSource {
+            own,
+            quarantine: s.quarantine,
+            held,
+            held_change: s.held_change,
+            last_success: s.last_success,
+        };
+        if out.sources.insert(s.name.clone(), restored).is_some() {
+            return Err(format!("source {} twice", s.name));
+        }
     }
+    if !rest.is_empty() {
+        return Err(format!("{} bytes after the last set", rest.len()));
+    }
+    Ok(out)
 }
 
 /// Serialise, checksum and write atomically to `<dir>/snapshot`.
 pub fn write(dir: &Path, snap: &Snapshot) -> Result<(), SnapshotError> {
-    let mut interner = Interner::default();
-    let sources: Vec<SourceBody> = snap
-        .sources
-        .iter()
-        .map(|s| {
-            let source: Arc<str> = Arc::from(s.name.as_str());
-            interner.s(&source);
-            SourceBody {
-                name: s.name.clone(),
-                indicators: s.indicators.iter().map(|i| interner.row(i)).collect(),
-                quarantine: s.quarantine.clone(),
-                held: s
-                    .held
-                    .as_ref()
-                    .map(|h| h.iter().map(|i| interner.row(i)).collect()),
-                held_change: s.held_change.clone(),
-                last_success: s.last_success,
-            }
-        })
-        .collect();
-    let body = Body {
-        generation: snap.generation,
-        strings: interner.strings,
-        tag_sets: interner.tag_sets,
-        sources,
-    };
-    let bytes = serde_json::to_vec(&body).expect("snapshot body serialises");
+    let bytes = encode(snap);
     let digest = hex(&Sha256::digest(&bytes));
     let path = dir.join(FILE_NAME);
     let tmp = dir.join(format!("{FILE_NAME}.tmp"));
@@ -235,24 +255,33 @@ pub fn decode_bytes(data: &[u8]) -> Result<Restored, Damage> {
     if magic != MAGIC {
         return Err(format("wrong magic"));
     }
-    if version != VERSION.to_string() {
-        return Err(format(&format!(
-            "version {version}, this build reads {VERSION}"
-        )));
-    }
+    let version = match version.parse::<u32>() {
+        Ok(v @ (1 | VERSION)) => v,
+        _ => {
+            return Err(format(&format!(
+                "version {version}, this build reads 1 and {VERSION}"
+            )))
+        }
+    };
     let body = &data[nl + 1..];
     if len.parse::<usize>().ok() != Some(body.len()) || hex(&Sha256::digest(body)) != digest {
         return Err(Damage::Checksum);
     }
-    let body: Body = serde_json::from_slice(body).map_err(|e| format(&e.to_string()))?;
-    decode(body).map_err(Damage::Format)
+    if version == 1 {
+        return v1::decode(body).map_err(Damage::Format);
+    }
+    decode_v2(body).map_err(Damage::Format)
 }
 
-/// The file bytes [`write`] produces for a JSON body: the header line, then the body. For
-/// tests and fuzzing, which need bodies that pass the checksum.
+/// The file bytes [`write`] produces for a body: the header line, then the body. For tests and
+/// fuzzing, which need bodies that pass the checksum.
 pub fn frame(body: &[u8]) -> Vec<u8> {
+    frame_version(VERSION, body)
+}
+
+fn frame_version(version: u32, body: &[u8]) -> Vec<u8> {
     let mut out = format!(
-        "{MAGIC} {VERSION} {} {}\n",
+        "{MAGIC} {version} {} {}\n",
         hex(&Sha256::digest(body)),
         body.len()
     )
@@ -261,70 +290,111 @@ pub fn frame(body: &[u8]) -> Vec<u8> {
     out
 }
 
-fn decode(body: Body) -> Result<Restored, String> {
-    let strings = body.strings;
-    let get = |i: u32| {
-        strings
-            .get(i as usize)
-            .cloned()
-            .ok_or_else(|| format!("string index {i} out of range"))
-    };
-    let tag_sets: Vec<Arc<[Arc<str>]>> = body
-        .tag_sets
-        .iter()
-        .map(|set| {
-            set.iter()
-                .map(|&i| get(i))
-                .collect::<Result<Vec<_>, _>>()
-                .map(Arc::from)
-        })
-        .collect::<Result<_, _>>()?;
-    let mut out = Restored {
-        generation: body.generation,
-        sources: HashMap::new(),
-    };
-    for s in body.sources {
-        let source: Arc<str> = Arc::from(s.name.as_str());
-        let rows = |rows: Vec<Row>| -> Result<Vec<Indicator>, String> {
-            rows.into_iter()
-                .map(
-                    |(value, kind, event, attr, ty, cat, tags, timestamp, to_ids, notes)| {
-                        Ok(Indicator {
-                            value,
-                            kind,
-                            provenance: Provenance {
-                                source: source.clone(),
-                                event_uuid: if event == u32::MAX {
-                                    None
-                                } else {
-                                    Some(get(event)?)
-                                },
-                                attribute_uuid: get(attr)?,
-                                misp_type: get(ty)?,
-                                category: get(cat)?,
-                                tags: tag_sets
-                                    .get(tags as usize)
-                                    .cloned()
-                                    .ok_or("tag set out of range")?,
-                                timestamp,
-                                to_ids,
-                            },
-                            notes,
-                        })
-                    },
-                )
-                .collect()
-        };
-        let restored = RestoredSource {
-            indicators: rows(s.indicators)?,
-            quarantine: s.quarantine,
-            held: s.held.map(rows).transpose()?,
-            held_change: s.held_change,
-            last_success: s.last_success,
-        };
-        out.sources.insert(s.name, restored);
+/// Version 1, read on upgrade: a JSON body in which repeated provenance strings are interned in
+/// a table and every source's set is a list of rows. Every set comes back as the source's
+/// `own`, so the supervisor rebuilds the index under the current configuration.
+mod v1 {
+    use super::*;
+
+    /// Value, kind, then indexes into the string table for event uuid (or u32::MAX), attribute
+    /// uuid, MISP type, category, tag set, then timestamp, to_ids and notes.
+    pub(super) type Row = (
+        Box<str>,
+        Kind,
+        u32,
+        u32,
+        u32,
+        u32,
+        u32,
+        i64,
+        bool,
+        Vec<Box<str>>,
+    );
+
+    #[derive(Deserialize)]
+    pub(super) struct Body {
+        generation: u64,
+        strings: Vec<Arc<str>>,
+        tag_sets: Vec<Vec<u32>>,
+        sources: Vec<SourceBody>,
     }
-    Ok(out)
+
+    #[derive(Deserialize)]
+    struct SourceBody {
+        name: String,
+        indicators: Vec<Row>,
+        quarantine: Vec<Rejection>,
+        held: Option<Vec<Row>>,
+        held_change: Option<HeldChange>,
+        last_success: Option<i64>,
+    }
+
+    pub(super) fn decode(body: &[u8]) -> Result<Restored, String> {
+        let body: Body = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        let strings = body.strings;
+        let get = |i: u32| {
+            strings
+                .get(i as usize)
+                .cloned()
+                .ok_or_else(|| format!("string index {i} out of range"))
+        };
+        let tag_sets: Vec<Arc<[Arc<str>]>> = body
+            .tag_sets
+            .iter()
+            .map(|set| {
+                set.iter()
+                    .map(|&i| get(i))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Arc::from)
+            })
+            .collect::<Result<_, _>>()?;
+        let mut out = Restored {
+            generation: body.generation,
+            ..Restored::default()
+        };
+        for s in body.sources {
+            let source: Arc<str> = Arc::from(s.name.as_str());
+            let rows = |rows: Vec<Row>| -> Result<Vec<Indicator>, String> {
+                rows.into_iter()
+                    .map(
+                        |(value, kind, event, attr, ty, cat, tags, timestamp, to_ids, notes)| {
+                            Ok(Indicator {
+                                value,
+                                kind,
+                                provenance: Provenance {
+                                    source: source.clone(),
+                                    event_uuid: if event == u32::MAX {
+                                        None
+                                    } else {
+                                        Some(get(event)?)
+                                    },
+                                    attribute_uuid: get(attr)?,
+                                    misp_type: get(ty)?,
+                                    category: get(cat)?,
+                                    tags: tag_sets
+                                        .get(tags as usize)
+                                        .cloned()
+                                        .ok_or("tag set out of range")?,
+                                    timestamp,
+                                    to_ids,
+                                },
+                                notes,
+                            })
+                        },
+                    )
+                    .collect()
+            };
+            let restored = RestoredSource {
+                own: Some(rows(s.indicators)?),
+                quarantine: s.quarantine,
+                held: s.held.map(rows).transpose()?,
+                held_change: s.held_change,
+                last_success: s.last_success,
+            };
+            out.sources.insert(s.name, restored);
+        }
+        Ok(out)
+    }
 }
 
 /// Move a damaged snapshot aside as `snapshot.corrupt-<epoch>` so it can be inspected.
@@ -342,12 +412,12 @@ fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    fn ind(v: &str, ev: &str) -> Indicator {
+    fn ind(source: &str, v: &str, ev: &str) -> Indicator {
         Indicator {
             value: v.into(),
             kind: Kind::Domain,
             provenance: Provenance {
-                source: "s".into(),
+                source: source.into(),
                 event_uuid: Some(ev.into()),
                 attribute_uuid: format!("a-{v}").into(),
                 misp_type: "domain".into(),
@@ -360,35 +430,65 @@ mod tests {
         }
     }
 
+    fn sorted(mut v: Vec<Indicator>) -> Vec<Indicator> {
+        v.sort_by(|a, b| a.value.cmp(&b.value));
+        v
+    }
+
     fn snap() -> Snapshot {
+        let served = vec![
+            ind("s", "evil.example", "e1"),
+            ind("s", "bad.example", "e1"),
+            ind("low", "bad.example", "e3"),
+        ];
         Snapshot {
             generation: 4,
-            sources: vec![SourceSnapshot {
-                name: "s".into(),
-                indicators: Arc::new(vec![ind("evil.example", "e1"), ind("bad.example", "e1")]),
-                quarantine: vec![],
-                held: Some(vec![ind("new.example", "e2")]),
-                held_change: None,
-                last_success: Some(100),
-            }],
+            index: Arc::new(Index::build(served)),
+            sources: vec![
+                SourceSnapshot {
+                    name: "s".into(),
+                    own: None,
+                    quarantine: vec![],
+                    held: Some(vec![ind("s", "new.example", "e2")]),
+                    held_change: None,
+                    last_success: Some(100),
+                },
+                SourceSnapshot {
+                    name: "low".into(),
+                    own: Some(Arc::new(vec![
+                        ind("low", "bad.example", "e3"),
+                        ind("low", "only-low.example", "e3"),
+                    ])),
+                    quarantine: vec![],
+                    held: None,
+                    held_change: None,
+                    last_success: None,
+                },
+            ],
         }
     }
 
     #[test]
     fn round_trip_keeps_everything() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), &snap()).unwrap();
+        let original = snap();
+        write(dir.path(), &original).unwrap();
         let r = load(dir.path()).unwrap().unwrap();
         assert_eq!(r.generation, 4);
+        assert_eq!(r.index.to_indicators(), original.index.to_indicators());
         let s = &r.sources["s"];
-        assert_eq!(s.indicators, *snap().sources[0].indicators);
+        assert!(s.own.is_none(), "a normal source lives in the index");
         assert_eq!(s.held.as_ref().unwrap()[0].value.as_ref(), "new.example");
         assert_eq!(s.last_success, Some(100));
-        // interned: both indicators share one event uuid allocation
-        assert!(Arc::ptr_eq(
-            s.indicators[0].provenance.event_uuid.as_ref().unwrap(),
-            s.indicators[1].provenance.event_uuid.as_ref().unwrap()
-        ));
+        assert_eq!(r.served("s"), 2);
+        let low = &r.sources["low"];
+        assert_eq!(
+            sorted(low.own.clone().unwrap()),
+            sorted(original.sources[1].own.as_deref().unwrap().clone())
+        );
+        assert_eq!(r.served("low"), 2);
+        assert_eq!(r.total(), 4);
+        assert!(r.index.lookup("evil.example").listed);
     }
 
     #[test]
@@ -397,7 +497,7 @@ mod tests {
         write(dir.path(), &snap()).unwrap();
         let data = std::fs::read(dir.path().join(FILE_NAME)).unwrap();
         let r = decode_bytes(&data).unwrap();
-        assert_eq!(r.sources["s"].indicators, *snap().sources[0].indicators);
+        assert_eq!(r.served("s"), 2);
         let body = &data[data.iter().position(|&b| b == b'\n').unwrap() + 1..];
         assert_eq!(frame(body), data);
         assert_eq!(
@@ -406,8 +506,55 @@ mod tests {
         );
         assert_eq!(
             decode_bytes(&frame(b"{}")).unwrap_err(),
-            Damage::Format("missing field `generation` at line 1 column 2".into())
+            Damage::Format("body ends early".into())
         );
+        let mut longer = body.to_vec();
+        longer.push(0);
+        assert_eq!(
+            decode_bytes(&frame(&longer)).unwrap_err(),
+            Damage::Format("1 bytes after the last set".into())
+        );
+        assert!(matches!(
+            decode_bytes(&frame_version(3, body)).unwrap_err(),
+            Damage::Format(d) if d.contains("version 3")
+        ));
+    }
+
+    #[test]
+    fn every_truncated_body_is_refused() {
+        let body = encode(&snap());
+        for n in 0..body.len() {
+            assert!(decode_bytes(&frame(&body[..n])).is_err(), "cut at {n}");
+        }
+    }
+
+    #[test]
+    fn version_1_snapshots_are_read_on_upgrade() {
+        let body = serde_json::json!({
+            "generation": 9,
+            "strings": ["e1", "a-1", "domain", "Network activity", "tlp:white"],
+            "tag_sets": [[4]],
+            "sources": [{
+                "name": "s",
+                "indicators": [["evil.example", "domain", 0, 1, 2, 3, 0, 7, true, ["refanged"]]],
+                "quarantine": [],
+                "held": null,
+                "held_change": null,
+                "last_success": 100
+            }]
+        });
+        let r = decode_bytes(&frame_version(1, &serde_json::to_vec(&body).unwrap())).unwrap();
+        assert_eq!(r.generation, 9);
+        assert!(
+            r.index.is_empty(),
+            "rebuilt by the supervisor under the current config"
+        );
+        let own = r.sources["s"].own.as_ref().unwrap();
+        assert_eq!(own.len(), 1);
+        assert_eq!(&*own[0].provenance.attribute_uuid, "a-1");
+        assert_eq!(&*own[0].provenance.tags[0], "tlp:white");
+        assert_eq!(own[0].notes, vec![Box::from("refanged")]);
+        assert_eq!(r.served("s"), 1);
     }
 
     #[test]

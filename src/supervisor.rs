@@ -28,8 +28,15 @@ struct SourceSlot {
     settings: SourceSettings,
     name: Arc<str>,
     status: SourceStatus,
-    /// What is served for this source: the last known-good validated set.
-    published: Arc<Vec<Indicator>>,
+    /// The source's whole published set when the served index holds only part of it: a
+    /// low-trust source, whose uncorroborated indicators are kept but not served. `None` for a
+    /// normal-trust source: the index is the only copy of its last known-good set.
+    own: Option<Arc<Vec<Indicator>>>,
+    /// A new published set for the next [`Supervisor::rebuild`] to take in.
+    incoming: Option<Vec<Indicator>>,
+    /// Order-independent digest of the published set ([`set_digest`]); `None` when unknown
+    /// (restored from a snapshot), so the first sync rebuilds.
+    digest: Option<u64>,
     /// A validated set a breaker refused, waiting for release.
     held: Option<Vec<Indicator>>,
     quarantine: Vec<Rejection>,
@@ -124,11 +131,12 @@ impl Supervisor {
         let mut restored = restored.unwrap_or_default();
         for s in sup.config.sources.clone() {
             let mut slot = new_slot(s);
+            let served = restored.served(&slot.name);
             if let Some(r) = restored.sources.remove(&*slot.name) {
-                slot.published = Arc::new(r.indicators);
+                slot.own = r.own.map(Arc::new);
                 slot.quarantine = r.quarantine;
                 slot.held = r.held;
-                slot.status.indicators = slot.published.len();
+                slot.status.indicators = served;
                 slot.status.quarantined = slot.quarantine.len();
                 slot.status.last_success_epoch = r.last_success;
                 slot.status.last_success = r.last_success.map(rfc3339);
@@ -140,12 +148,38 @@ impl Supervisor {
             sup.slots.push(slot);
         }
         sup.generation = restored.generation;
+        sup.index = Arc::new(restored.index);
         sup
     }
 
-    /// Build and publish the first view (from the snapshot, if any) before `READY=1`.
+    /// Publish the first view (from the snapshot, if any) before `READY=1`. The snapshot's
+    /// index is served as it is unless the configuration changed which sources it should hold
+    /// or how far they are trusted; then it is rebuilt from the sets it holds.
     pub async fn publish_initial(&mut self) {
-        self.rebuild().await;
+        if self.index_fits_config() {
+            self.generation += 1;
+            self.publish_view();
+        } else {
+            tracing::info!(
+                "the sources changed since the snapshot was written: rebuilding the index"
+            );
+            self.rebuild().await;
+        }
+        crate::sys::release_free_memory();
+    }
+
+    /// Whether the current index is what a rebuild would make: it names only configured
+    /// sources, and exactly the low-trust sources keep their own set.
+    fn index_fits_config(&self) -> bool {
+        let own_as_trusted = self
+            .slots
+            .iter()
+            .all(|s| s.own.is_some() == (s.settings.trust == Trust::Low));
+        own_as_trusted
+            && self
+                .index
+                .source_names()
+                .all(|n| self.slots.iter().any(|s| &*s.name == n))
     }
 
     /// Start every worker and run until SIGTERM/SIGINT. Returns after the final snapshot.
@@ -285,8 +319,15 @@ impl Supervisor {
                 log_rejections(slot, &rejected);
                 slot.status.key_expires = key_expires.or(slot.status.key_expires.take());
                 warn_key_expiry(slot, now_epoch());
-                let (added, removed) = diff_counts(&slot.published, &indicators);
-                let current = distinct(&slot.published);
+                let (added, removed, current) = {
+                    let old = published_keys(&slot.own, &slot.name, &self.index);
+                    let new: HashSet<_> = indicators.iter().map(key).collect();
+                    (
+                        new.difference(&old).count(),
+                        old.difference(&new).count(),
+                        old.len(),
+                    )
+                };
                 // Re-validation after a reload removes what new rules reject: that is the operator's
                 // doing, not remote data, so it skips the breaker. Except while a change is held:
                 // the worker's store already holds the refused remote data, and re-validating it
@@ -305,7 +346,9 @@ impl Supervisor {
                     slot.status.last_error = None;
                     slot.stale_warned = false;
                 }
-                let changed = added > 0 || removed > 0 || slot.published.len() != indicators.len();
+                // Any difference counts, provenance too (a tag added upstream is served at once).
+                let digest = set_digest(&indicators);
+                let changed = slot.digest != Some(digest);
                 match verdict {
                     breaker::BreakerVerdict::Apply => {
                         let what = if fetched {
@@ -319,14 +362,15 @@ impl Supervisor {
                         if fetched || slot.status.state == SourceState::Held {
                             slot.status.state = SourceState::Ok;
                         }
-                        slot.published = Arc::new(indicators);
+                        slot.status.indicators = indicators.len();
                         slot.quarantine = rejected;
                         slot.status.quarantined = slot.quarantine.len();
                         slot.held = None;
                         slot.held_quarantine = Vec::new();
                         slot.status.held = None;
-                        slot.status.indicators = slot.published.len();
                         if changed {
+                            slot.digest = Some(digest);
+                            slot.incoming = Some(indicators);
                             self.rebuild().await;
                             self.write_snapshot().await;
                         } else {
@@ -393,8 +437,9 @@ impl Supervisor {
         slot.held_confirmations = 0;
         slot.quarantine = std::mem::take(&mut slot.held_quarantine);
         slot.status.quarantined = slot.quarantine.len();
-        slot.published = Arc::new(set);
-        slot.status.indicators = slot.published.len();
+        slot.status.indicators = set.len();
+        slot.digest = Some(set_digest(&set));
+        slot.incoming = Some(set);
         slot.status.state = SourceState::Ok;
         let msg = match h {
             Some(h) => format!("released `{source}`: +{} -{}", h.added, h.removed),
@@ -505,16 +550,30 @@ impl Supervisor {
         self.slots.iter_mut().find(|s| &*s.name == name)
     }
 
-    /// Build a new index generation from every source's published set and publish it.
+    /// Build a new index generation from every source's published set and publish it. A
+    /// source's set is its `incoming` one, else its own (low trust), else its records in the
+    /// current index: the index is the only copy of a normal-trust source's set.
     async fn rebuild(&mut self) {
-        let sets: Vec<(Trust, Arc<Vec<Indicator>>)> = self
+        let current = self.index.clone();
+        let parts: Vec<Part> = self
             .slots
-            .iter()
-            .map(|s| (s.settings.trust, s.published.clone()))
+            .iter_mut()
+            .map(|s| Part {
+                name: s.name.clone(),
+                trust: s.settings.trust,
+                from: match (s.incoming.take(), s.own.take()) {
+                    (Some(new), _) => SetFrom::New(new),
+                    (None, Some(own)) => SetFrom::Own(own),
+                    (None, None) => SetFrom::Index,
+                },
+            })
             .collect();
-        let built = tokio::task::spawn_blocking(move || Index::build(merge(&sets))).await;
+        let built = tokio::task::spawn_blocking(move || assemble(&current, parts)).await;
         match built {
-            Ok(index) => {
+            Ok((index, own)) => {
+                for (slot, own) in self.slots.iter_mut().zip(own) {
+                    slot.own = own;
+                }
                 self.index = Arc::new(index);
                 self.generation += 1;
             }
@@ -523,6 +582,9 @@ impl Supervisor {
             }
         }
         self.publish_view();
+        // The previous generation and the build's inputs are freed now (readers holding the old
+        // view let go within a request): give their pages back.
+        tokio::task::spawn_blocking(crate::sys::release_free_memory);
     }
 
     fn publish_view(&self) {
@@ -577,9 +639,10 @@ impl Supervisor {
                 (Some(max), Some(t)) => now - t > max.0.as_secs() as i64,
                 _ => false,
             };
-            if too_old && !s.published.is_empty() {
+            if too_old && s.status.indicators > 0 {
                 tracing::error!(source = %s.name, "data is older than expire-after: its indicators are no longer served");
-                s.published = Arc::new(Vec::new());
+                s.incoming = Some(Vec::new());
+                s.digest = Some(set_digest(&[]));
                 s.status.indicators = 0;
                 s.status.state = SourceState::Failing;
                 expired = true;
@@ -613,12 +676,13 @@ impl Supervisor {
     async fn write_snapshot(&self) {
         let snap = snapshot::Snapshot {
             generation: self.generation,
+            index: self.index.clone(),
             sources: self
                 .slots
                 .iter()
                 .map(|s| snapshot::SourceSnapshot {
                     name: s.name.to_string(),
-                    indicators: s.published.clone(),
+                    own: s.own.clone(),
                     quarantine: s.quarantine.clone(),
                     held: s.held.clone(),
                     held_change: s.status.held.clone(),
@@ -669,11 +733,14 @@ impl WarninglistOracle for ArcSwap<Validator> {
 }
 
 fn new_slot(settings: SourceSettings) -> SourceSlot {
+    let low = settings.trust == Trust::Low;
     SourceSlot {
         name: Arc::from(settings.name.as_str()),
         status: SourceStatus::new(&settings.name, settings.kind.as_str()),
         settings,
-        published: Arc::new(Vec::new()),
+        own: low.then(|| Arc::new(Vec::new())),
+        incoming: None,
+        digest: Some(set_digest(&[])),
         held: None,
         quarantine: Vec::new(),
         held_confirmations: 0,
@@ -716,8 +783,16 @@ fn key(i: &Indicator) -> (&str, Kind) {
     (&i.value, i.kind)
 }
 
-fn distinct(set: &[Indicator]) -> usize {
-    set.iter().map(key).collect::<HashSet<_>>().len()
+/// The distinct `(value, kind)` pairs a source publishes: its own set, or its records in the index.
+fn published_keys<'a>(
+    own: &'a Option<Arc<Vec<Indicator>>>,
+    name: &str,
+    index: &'a Index,
+) -> HashSet<(&'a str, Kind)> {
+    match own {
+        Some(set) => set.iter().map(key).collect(),
+        None => index.source_keys(name),
+    }
 }
 
 /// Distinct (value, kind) pairs added and removed going from `old` to `new`.
@@ -727,21 +802,107 @@ pub fn diff_counts(old: &[Indicator], new: &[Indicator]) -> (usize, usize) {
     (b.difference(&a).count(), a.difference(&b).count())
 }
 
-/// Every normal-trust source's set, plus the low-trust indicators another normal source confirms.
-pub fn merge(sets: &[(Trust, Arc<Vec<Indicator>>)]) -> Vec<Indicator> {
-    let confirmed: HashSet<(&str, Kind)> = sets
-        .iter()
-        .filter(|(t, _)| *t == Trust::Normal)
-        .flat_map(|(_, s)| s.iter().map(key))
+/// An order-independent digest of a set: the wrapping sum of each indicator's hash, every
+/// field included. Equal sets give equal digests; a different one is told apart with
+/// overwhelming odds (the data is not adversarial here: it only decides whether to rebuild).
+pub fn set_digest(set: &[Indicator]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    set.iter().fold(0u64, |sum, i| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        i.value.hash(&mut h);
+        i.kind.hash(&mut h);
+        let p = &i.provenance;
+        (
+            &p.source,
+            &p.event_uuid,
+            &p.attribute_uuid,
+            &p.misp_type,
+            &p.category,
+        )
+            .hash(&mut h);
+        (&p.tags, p.timestamp, p.to_ids, &i.notes).hash(&mut h);
+        sum.wrapping_add(h.finish())
+    })
+}
+
+/// Where [`Supervisor::rebuild`] takes one source's set from.
+enum SetFrom {
+    New(Vec<Indicator>),
+    Own(Arc<Vec<Indicator>>),
+    Index,
+}
+
+struct Part {
+    name: Arc<str>,
+    trust: Trust,
+    from: SetFrom,
+}
+
+/// Every normal-trust source's set, plus the low-trust indicators a normal source confirms, in
+/// source order, built into a new index. Returns it with each source's new `own` set (low
+/// trust: the whole set; normal trust: `None`, the index holds it).
+fn assemble(current: &Index, parts: Vec<Part>) -> (Index, Vec<Option<Arc<Vec<Indicator>>>>) {
+    enum Set {
+        Normal(Vec<Indicator>),
+        Low(Arc<Vec<Indicator>>),
+    }
+    let sets: Vec<Set> = parts
+        .into_iter()
+        .map(|p| {
+            let set = match p.from {
+                SetFrom::New(v) => Arc::new(v),
+                SetFrom::Own(a) => a,
+                SetFrom::Index => Arc::new(current.source_indicators(&p.name)),
+            };
+            match p.trust {
+                Trust::Normal => Set::Normal(Arc::unwrap_or_clone(set)),
+                Trust::Low => Set::Low(set),
+            }
+        })
         .collect();
-    let mut out = Vec::with_capacity(sets.iter().map(|(_, s)| s.len()).sum());
-    for (trust, set) in sets {
-        match trust {
-            Trust::Normal => out.extend(set.iter().cloned()),
-            Trust::Low => out.extend(set.iter().filter(|i| confirmed.contains(&key(i))).cloned()),
+    let corroborated: Vec<Vec<Indicator>> = {
+        let confirmed: HashSet<(&str, Kind)> = sets
+            .iter()
+            .filter_map(|s| match s {
+                Set::Normal(v) => Some(v.iter().map(key)),
+                Set::Low(_) => None,
+            })
+            .flatten()
+            .collect();
+        sets.iter()
+            .map(|s| match s {
+                Set::Low(v) => v
+                    .iter()
+                    .filter(|i| confirmed.contains(&key(i)))
+                    .cloned()
+                    .collect(),
+                Set::Normal(_) => Vec::new(),
+            })
+            .collect()
+    };
+    let total = sets
+        .iter()
+        .map(|s| match s {
+            Set::Normal(v) => v.len(),
+            Set::Low(_) => 0,
+        })
+        .sum::<usize>()
+        + corroborated.iter().map(Vec::len).sum::<usize>();
+    let mut merged = Vec::with_capacity(total);
+    let mut own = Vec::with_capacity(sets.len());
+    for (set, confirmed) in sets.into_iter().zip(corroborated) {
+        match set {
+            Set::Normal(v) => {
+                merged.extend(v);
+                own.push(None);
+            }
+            Set::Low(v) => {
+                merged.extend(confirmed);
+                own.push(Some(v));
+            }
         }
     }
-    out
+    (Index::build(merged), own)
 }
 
 /// One aggregated journal line per sync, not one per value, and only when the quarantine changed:
@@ -809,22 +970,69 @@ mod tests {
 
     #[test]
     fn low_trust_indicators_need_a_normal_source_to_agree() {
-        let normal = Arc::new(vec![ind("a", "both.example"), ind("a", "only-a.example")]);
-        let low = Arc::new(vec![ind("b", "both.example"), ind("b", "only-b.example")]);
-        let merged = merge(&[(Trust::Normal, normal), (Trust::Low, low)]);
-        let mut got: Vec<(&str, &str)> = merged
+        let normal = vec![ind("a", "both.example"), ind("a", "only-a.example")];
+        let low = vec![ind("b", "both.example"), ind("b", "only-b.example")];
+        let parts = vec![
+            Part {
+                name: "a".into(),
+                trust: Trust::Normal,
+                from: SetFrom::New(normal),
+            },
+            Part {
+                name: "b".into(),
+                trust: Trust::Low,
+                from: SetFrom::New(low.clone()),
+            },
+        ];
+        let (index, own) = assemble(&Index::default(), parts);
+        let mut got: Vec<(String, String)> = index
+            .to_indicators()
             .iter()
-            .map(|i| (&*i.provenance.source, &*i.value))
+            .map(|i| (i.provenance.source.to_string(), i.value.to_string()))
             .collect();
         got.sort();
         assert_eq!(
             got,
             [
-                ("a", "both.example"),
-                ("a", "only-a.example"),
-                ("b", "both.example")
+                ("a".to_string(), "both.example".to_string()),
+                ("a".into(), "only-a.example".into()),
+                ("b".into(), "both.example".into())
             ]
         );
+        // The normal source lives in the index only; the low one keeps its whole set.
+        assert!(own[0].is_none());
+        assert_eq!(**own[1].as_ref().unwrap(), low);
+
+        // Rebuilt from the index and the own set alone (no new data), nothing is lost; a source
+        // turned low-trust keeps its whole set out of the index.
+        let parts = vec![
+            Part {
+                name: "a".into(),
+                trust: Trust::Low,
+                from: SetFrom::Index,
+            },
+            Part {
+                name: "b".into(),
+                trust: Trust::Normal,
+                from: SetFrom::Own(own[1].clone().unwrap()),
+            },
+        ];
+        let (again, own) = assemble(&index, parts);
+        assert_eq!(again.source_len("b"), 2);
+        assert_eq!(again.source_len("a"), 1, "only the corroborated value");
+        assert_eq!(own[0].as_ref().unwrap().len(), 2);
+        assert!(own[1].is_none());
+    }
+
+    #[test]
+    fn set_digest_ignores_order_and_sees_every_field() {
+        let a = vec![ind("a", "x.example"), ind("a", "y.example")];
+        let mut b = vec![a[1].clone(), a[0].clone()];
+        assert_eq!(set_digest(&a), set_digest(&b));
+        b[0].provenance.tags = Arc::from(vec![Arc::<str>::from("tlp:red")]);
+        assert_ne!(set_digest(&a), set_digest(&b));
+        assert_ne!(set_digest(&a), set_digest(&a[..1]));
+        assert_eq!(set_digest(&[]), 0);
     }
 
     #[test]
@@ -836,6 +1044,5 @@ mod tests {
         ];
         let new = vec![ind("a", "y.example"), ind("a", "z.example")];
         assert_eq!(diff_counts(&old, &new), (1, 1));
-        assert_eq!(distinct(&old), 2);
     }
 }

@@ -545,7 +545,7 @@ fn snapshot_settled(d: &Daemon, state: &std::path::Path) -> usize {
     loop {
         if !state.join("snapshot.tmp").exists() {
             if let Ok(Some(r)) = mispd::snapshot::load(state) {
-                if r.sources["prod"].indicators.len() == served {
+                if r.served("prod") == served {
                     return served;
                 }
             }
@@ -607,7 +607,7 @@ fn sigkill_during_snapshot_writes_leaves_the_old_or_the_new_snapshot() {
         let after = mispd::snapshot::load(&state)
             .unwrap_or_else(|e| panic!("round {round}: snapshot damaged by SIGKILL: {e}"))
             .expect("a snapshot");
-        let n = after.sources["prod"].indicators.len();
+        let n = after.served("prod");
         assert!(
             n == before_n || (n == before_n + BATCH && !killed_mid_write),
             "round {round}: {n} indicators, expected {before_n} or {}",

@@ -13,10 +13,12 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use prefix_trie::PrefixMap;
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::Arc;
+
+mod persist;
 
 /// How a match was made.
 ///
@@ -87,6 +89,16 @@ pub struct Index {
     note_sets: Vec<Box<[Box<str>]>>,
     /// Records per (source, MISP type) string ids, for metrics.
     counts: Vec<(u32, u32, u64)>,
+}
+
+/// The stored arrays of an [`Index`]; everything else in it is derived from them.
+struct Parts {
+    arena: String,
+    entries: Vec<Entry>,
+    recs: Vec<Rec>,
+    strings: Vec<Arc<str>>,
+    tag_sets: Vec<Arc<[Arc<str>]>>,
+    note_sets: Vec<Box<[Box<str>]>>,
 }
 
 impl std::fmt::Debug for Index {
@@ -239,26 +251,12 @@ impl Index {
         let mut arena = String::with_capacity(total);
         let mut entries: Vec<Entry> = Vec::new();
         let mut recs = Vec::with_capacity(indicators.len());
-        let mut v4 = PrefixMap::new();
-        let mut v6 = PrefixMap::new();
         for &(_, i) in &order {
             let ind = &indicators[i as usize];
             let same = entries.last().is_some_and(|e| {
                 e.kind == ind.kind && arena[e.off as usize..][..e.len as usize] == *ind.value
             });
             if !same {
-                let id = entries.len() as u32;
-                if ind.kind == Kind::Cidr {
-                    match ind.value.parse::<IpNet>() {
-                        Ok(IpNet::V4(n)) => {
-                            v4.insert(n.trunc(), id);
-                        }
-                        Ok(IpNet::V6(n)) => {
-                            v6.insert(n.trunc(), id);
-                        }
-                        Err(_) => {}
-                    }
-                }
                 entries.push(Entry {
                     off: arena.len() as u32,
                     len: ind.value.len() as u32,
@@ -294,6 +292,42 @@ impl Index {
         drop(indicators);
         arena.shrink_to_fit();
         entries.shrink_to_fit();
+        Index::assemble(Parts {
+            arena,
+            entries,
+            recs,
+            strings: it.strings,
+            tag_sets: it.tag_sets,
+            note_sets: it.note_sets,
+        })
+    }
+
+    /// The lookup structures over finished arrays (from [`Index::build`] or a snapshot): the
+    /// hash table, the CIDR tries and the per-source counts are derived, never stored.
+    fn assemble(p: Parts) -> Index {
+        let Parts {
+            arena,
+            entries,
+            recs,
+            strings,
+            tag_sets,
+            note_sets,
+        } = p;
+        let mut v4 = PrefixMap::new();
+        let mut v6 = PrefixMap::new();
+        for (id, e) in entries.iter().enumerate() {
+            if e.kind == Kind::Cidr {
+                match arena[e.off as usize..][..e.len as usize].parse::<IpNet>() {
+                    Ok(IpNet::V4(n)) => {
+                        v4.insert(n.trunc(), id as u32);
+                    }
+                    Ok(IpNet::V6(n)) => {
+                        v6.insert(n.trunc(), id as u32);
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
         let mut count_map: HashMap<(u32, u32), u64> = HashMap::new();
         for r in &recs {
             *count_map.entry((r.source, r.misp_type)).or_default() += 1;
@@ -321,9 +355,9 @@ impl Index {
             hasher,
             v4,
             v6,
-            strings: it.strings,
-            tag_sets: it.tag_sets,
-            note_sets: it.note_sets,
+            strings,
+            tag_sets,
+            note_sets,
             counts,
         }
     }
@@ -349,9 +383,60 @@ impl Index {
 
     /// The records as [`Indicator`]s again (allocates; for snapshots and tests, not hot paths).
     pub fn to_indicators(&self) -> Vec<Indicator> {
-        let mut out = Vec::with_capacity(self.recs.len());
+        self.indicators_where(self.recs.len(), |_| true)
+    }
+
+    /// One source's records as [`Indicator`]s again, exactly as they were built (the index is
+    /// the supervisor's only copy of a normal-trust source's published set).
+    pub fn source_indicators(&self, source: &str) -> Vec<Indicator> {
+        let Some(id) = self.string_id(source) else {
+            return Vec::new();
+        };
+        self.indicators_where(self.source_len(source), |r| r.source == id)
+    }
+
+    /// Number of records of one source.
+    pub fn source_len(&self, source: &str) -> usize {
+        self.counts()
+            .filter(|(s, _, _)| *s == source)
+            .map(|(_, _, n)| n as usize)
+            .sum()
+    }
+
+    /// The distinct `(value, kind)` pairs one source lists (for breaker diffs).
+    pub fn source_keys(&self, source: &str) -> HashSet<(&str, Kind)> {
+        let Some(id) = self.string_id(source) else {
+            return HashSet::new();
+        };
+        let mut out = HashSet::with_capacity(self.source_len(source));
+        for (i, e) in self.entries.iter().enumerate() {
+            if self.recs_of(i as u32).iter().any(|r| r.source == id) {
+                out.insert((&self.arena[e.off as usize..][..e.len as usize], e.kind));
+            }
+        }
+        out
+    }
+
+    /// Names of the sources with at least one record.
+    pub fn source_names(&self) -> impl Iterator<Item = &str> + '_ {
+        let mut names: Vec<&str> = self.counts().map(|(s, _, _)| s).collect();
+        names.dedup();
+        names.into_iter()
+    }
+
+    /// The id of an interned string, if the index holds it. Linear: the table holds a few
+    /// thousand strings at most (sources, types, categories, event uuids).
+    fn string_id(&self, s: &str) -> Option<u32> {
+        self.strings
+            .iter()
+            .position(|x| &**x == s)
+            .map(|i| i as u32)
+    }
+
+    fn indicators_where(&self, capacity: usize, keep: impl Fn(&Rec) -> bool) -> Vec<Indicator> {
+        let mut out = Vec::with_capacity(capacity);
         for e in self.entries() {
-            for s in e.sources() {
+            for s in e.sources().filter(|s| keep(s.rec)) {
                 out.push(Indicator {
                     value: e.value().into(),
                     kind: e.kind(),
