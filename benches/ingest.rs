@@ -103,9 +103,84 @@ fn attribute(rng: &mut fastrand::Rng, i: usize, events: &[String]) -> serde_json
     })
 }
 
+const EVENTS: usize = 5000;
+
+/// The same attributes as [`pages`], as a static MISP feed in `dir`: a manifest and one file per
+/// event. Returns the bytes written.
+fn write_feed(dir: &Path, n: usize) -> usize {
+    let mut rng = fastrand::Rng::with_seed(42);
+    let events: Vec<String> = (0..EVENTS).map(|_| support::uuid(&mut rng)).collect();
+    let mut per_event: Vec<Vec<serde_json::Value>> = vec![Vec::new(); EVENTS];
+    for i in 0..n {
+        per_event[i % EVENTS].push(attribute(&mut rng, i, &events));
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    let mut manifest = serde_json::Map::new();
+    let mut bytes = 0;
+    for (uuid, attrs) in events.iter().zip(per_event) {
+        let ev = serde_json::json!({"Event": {"uuid": uuid, "info": "benchmark event",
+            "date": "2024-05-15", "timestamp": "1715767131", "published": true,
+            "Orgc": {"name": "bench", "uuid": "d1c6a726-f132-4ddc-8180-ce3a5b778e65"},
+            "Tag": [{"name": "tlp:white"}], "Attribute": attrs}});
+        let body = serde_json::to_vec(&ev).unwrap();
+        bytes += body.len();
+        std::fs::write(dir.join(format!("{uuid}.json")), body).unwrap();
+        manifest.insert(
+            uuid.clone(),
+            serde_json::json!({"info": "benchmark event", "timestamp": 1715767131}),
+        );
+    }
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .unwrap();
+    bytes
+}
+
+/// Starts the real daemon on `config` with a NOTIFY_SOCKET in `dir`; returns it with the time
+/// to the first notification containing `until` (None when `limit` passes first).
+fn start_daemon(
+    config: &Path,
+    dir: &Path,
+    until: &str,
+    limit: Duration,
+) -> (std::process::Child, Option<Duration>) {
+    let notify_path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&notify_path);
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let t = Instant::now();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_mispd"))
+        .arg("--config")
+        .arg(config)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("MISPD_LOG", "info")
+        .stderr(std::fs::File::create(dir.join("mispd.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    while t.elapsed() < limit {
+        if let Ok(k) = notify.recv(&mut buf) {
+            if String::from_utf8_lossy(&buf[..k]).contains(until) {
+                return (child, Some(t.elapsed()));
+            }
+        }
+    }
+    let log = std::fs::read_to_string(dir.join("mispd.log")).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(10).collect();
+    println!("  (no {until:?} within {limit:?}; the daemon's last log lines, newest first:)");
+    for l in tail {
+        println!("    {l}");
+    }
+    (child, None)
+}
+
 fn pages(n: usize) -> Vec<Vec<u8>> {
     let mut rng = fastrand::Rng::with_seed(42);
-    let events: Vec<String> = (0..5000).map(|_| support::uuid(&mut rng)).collect();
+    let events: Vec<String> = (0..EVENTS).map(|_| support::uuid(&mut rng)).collect();
     (0..n.div_ceil(PAGE))
         .map(|p| {
             let attrs: Vec<_> = (p * PAGE..((p + 1) * PAGE).min(n))
@@ -234,7 +309,7 @@ fn main() {
     std::fs::write(
         &config,
         format!(
-            "[daemon]\nstate-dir = {state:?}\ncredentials-dir = {cred:?}\n[query]\nsocket = {sock:?}\n[validation]\nwarninglists = [{wl:?}]\n\
+            "[daemon]\nstate-dir = {state:?}\ncredentials-dir = {cred:?}\n[query]\nsocket = {sock:?}\n[validation]\nwarninglists = [{wl:?}]\nmax-added = 100000000\n\
              [[source]]\nname = \"bench\"\nkind = \"feed\"\nurl = {feed:?}\ninterval = \"1h\"\nfull-resync = \"1h\"\n",
             cred = dir.path().join("cred"),
             sock = dir.path().join("q.sock"),
@@ -244,30 +319,7 @@ fn main() {
     )
     .unwrap();
     Config::load(&config).expect("bench config");
-    let notify_path = dir.path().join("notify.sock");
-    let notify = UnixDatagram::bind(&notify_path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
-    let t = Instant::now();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mispd"))
-        .arg("--config")
-        .arg(&config)
-        .env("NOTIFY_SOCKET", &notify_path)
-        .env("MISPD_LOG", "warn")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut buf = [0u8; 4096];
-    let mut ready = None;
-    while t.elapsed() < Duration::from_secs(60) {
-        if let Ok(k) = notify.recv(&mut buf) {
-            if String::from_utf8_lossy(&buf[..k]).contains("READY=1") {
-                ready = Some(t.elapsed());
-                break;
-            }
-        }
-    }
+    let (mut child, ready) = start_daemon(&config, dir.path(), "READY=1", Duration::from_secs(60));
     match ready {
         Some(d) => println!(
             "  COLD START from snapshot to READY=1: {:.2} s  (target < 2 s)",
@@ -281,6 +333,51 @@ fn main() {
         "  DAEMON RSS serving {n} attributes' indicators: {} MB ({:.0} bytes per attribute; target < 200 MB)",
         rss / 1024,
         rss as f64 * 1024.0 / n as f64
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // Steady state: the same attributes as a local static feed, synced by the real daemon from
+    // an empty state directory. Its worker keeps the source's store (every live attribute) for
+    // the next sync, so this is what a daemon holds after its first sync.
+    let feed = dir.path().join("feed");
+    let t = Instant::now();
+    let feed_bytes = write_feed(&feed, n);
+    println!(
+        "  feed written: {EVENTS} event files, {:.1} MB in {:.1} s",
+        feed_bytes as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+    std::fs::remove_dir_all(&state).unwrap();
+    let synced_config = dir.path().join("mispd-feed.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("{:?}", dir.path().join("no-feed-here")),
+        &format!("{feed:?}"),
+    );
+    std::fs::write(&synced_config, text).unwrap();
+    let (mut child, synced) = start_daemon(
+        &synced_config,
+        dir.path(),
+        "bench ok",
+        Duration::from_secs(300),
+    );
+    match synced {
+        Some(d) => println!(
+            "  FULL SYNC of the feed by the daemon (start to source ok): {:.2} s  ({:.0} attributes/s end to end)",
+            d.as_secs_f64(),
+            n as f64 / d.as_secs_f64()
+        ),
+        None => println!("  FULL SYNC: the source was not ok within 300 s"),
+    }
+    // Let the snapshot write and the memory release after the new generation finish.
+    std::thread::sleep(Duration::from_secs(3));
+    let rss = support::status_kib(child.id(), "VmRSS:");
+    let hwm = support::status_kib(child.id(), "VmHWM:");
+    println!(
+        "  DAEMON RSS after its own full sync (index + the worker's store of {n} attributes): {} MB ({:.0} bytes per attribute); peak during the sync {} MB",
+        rss / 1024,
+        rss as f64 * 1024.0 / n as f64,
+        hwm / 1024
     );
     let _ = child.kill();
     let _ = child.wait();

@@ -42,12 +42,12 @@ fn load_feed(dir: &Path) -> Vec<Attribute> {
     for f in files {
         let v: Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
         let Some(ev) = v.get("Event") else { continue };
-        let event_uuid = ev["uuid"].as_str().map(String::from);
-        let tags: Vec<String> = ev["Tag"]
+        let event_uuid: Option<std::sync::Arc<str>> = ev["uuid"].as_str().map(Into::into);
+        let tags: std::sync::Arc<[std::sync::Arc<str>]> = ev["Tag"]
             .as_array()
             .map(|t| {
                 t.iter()
-                    .filter_map(|t| t["name"].as_str().map(String::from))
+                    .filter_map(|t| t["name"].as_str().map(Into::into))
                     .collect()
             })
             .unwrap_or_default();

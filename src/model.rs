@@ -8,21 +8,24 @@ use std::sync::Arc;
 /// One MISP attribute as mispd understands it, whichever wire format it came from
 /// (`/attributes/restSearch` or a static feed's event file). Numbers and flags are already
 /// normalised (MISP sends strings or integers, bools or 0/1); `value` is exactly as received.
+/// The strings many attributes repeat (event uuid, type, category, tag list) are `Arc`s, so
+/// that a sync store of a million attributes keeps one copy of each
+/// ([`Interner::share`](crate::validate::Interner::share)).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Attribute {
-    pub uuid: String,
-    pub event_uuid: Option<String>,
+    pub uuid: Box<str>,
+    pub event_uuid: Option<Arc<str>>,
     /// The MISP type, e.g. `ip-dst`, `domain|ip`, `sha256`.
-    pub misp_type: String,
-    pub category: String,
+    pub misp_type: Arc<str>,
+    pub category: Arc<str>,
     /// Raw value as MISP sent it (composites as `a|b`).
-    pub value: String,
+    pub value: Box<str>,
     pub to_ids: bool,
     pub deleted: bool,
     /// Attribute timestamp, seconds since the epoch.
     pub timestamp: i64,
     /// Attribute tags followed by inherited event tags, names only.
-    pub tags: Vec<String>,
+    pub tags: Arc<[Arc<str>]>,
     /// `last_seen` as epoch seconds when MISP gave one.
     pub last_seen: Option<i64>,
     /// Whether the attribute's event is published, when the wire format says.

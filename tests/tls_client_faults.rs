@@ -64,7 +64,7 @@ async fn sends_key_and_json_headers_and_decodes_real_rows() {
         .find(|a| a.event_uuid.as_deref() == Some(common::INFOBLOX_EVENTS[0]))
         .unwrap();
     assert!(
-        infoblox.tags.iter().any(|t| t == "infoblox"),
+        infoblox.tags.iter().any(|t| &**t == "infoblox"),
         "{:?}",
         infoblox.tags
     );
@@ -121,7 +121,7 @@ async fn poisoned_values_arrive_untouched_for_validation() {
     let uuids = server.poison();
     let page = client.search_page(&query(1, 100)).await.unwrap();
     assert_eq!(page.attributes.len(), uuids.len());
-    assert!(page.attributes.iter().any(|a| a.value == "0.0.0.0/0"));
+    assert!(page.attributes.iter().any(|a| &*a.value == "0.0.0.0/0"));
 }
 
 #[tokio::test]
@@ -336,7 +336,7 @@ async fn https_feed_and_directory_feed_agree() {
         assert!(a
             .attributes
             .iter()
-            .all(|x| x.tags.iter().any(|t| t == "infoblox")));
+            .all(|x| x.tags.iter().any(|t| &**t == "infoblox")));
     }
     // No API key goes to a feed.
     assert!(server

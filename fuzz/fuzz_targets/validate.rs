@@ -44,9 +44,9 @@ fuzz_target!(|data: &[u8]| {
         deleted: flags & 2 != 0,
         timestamp: 1_700_000_000,
         tags: if flags & 4 != 0 {
-            vec!["tlp:white".into()]
+            vec!["tlp:white".into()].into()
         } else {
-            Vec::new()
+            Vec::new().into()
         },
         last_seen: None,
         event_published: Some(flags & 8 != 0),

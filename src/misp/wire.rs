@@ -8,6 +8,7 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Why a body could not be read as MISP data.
 #[derive(Debug, thiserror::Error)]
@@ -171,7 +172,8 @@ impl WireAttribute {
             .event_uuid
             .filter(|u| !u.is_empty())
             .or_else(|| self.event.as_ref().and_then(|e| e.uuid.clone()))
-            .or_else(|| ctx.uuid.map(str::to_string));
+            .or_else(|| ctx.uuid.map(str::to_string))
+            .map(Arc::from);
         let event_published = self
             .event
             .as_ref()
@@ -189,15 +191,15 @@ impl WireAttribute {
             _ => None,
         };
         Attribute {
-            uuid: self.uuid,
+            uuid: self.uuid.into(),
             event_uuid,
-            misp_type: self.misp_type,
-            category: self.category.unwrap_or_default(),
-            value: self.value,
+            misp_type: self.misp_type.into(),
+            category: self.category.unwrap_or_default().into(),
+            value: self.value.into(),
             to_ids: self.to_ids.unwrap_or(false),
             deleted: self.deleted.unwrap_or(false),
             timestamp: self.timestamp.unwrap_or(0),
-            tags,
+            tags: tags.into_iter().map(Arc::from).collect(),
             last_seen,
             event_published,
         }
@@ -433,6 +435,10 @@ pub fn parse_iso8601(s: &str) -> Option<i64> {
 mod tests {
     use super::*;
 
+    fn tag_names(tags: &[Arc<str>]) -> Vec<&str> {
+        tags.iter().map(|t| &**t).collect()
+    }
+
     #[test]
     fn iso_times() {
         assert_eq!(parse_iso8601("1970-01-01T00:00:00Z"), Some(0));
@@ -468,7 +474,7 @@ mod tests {
             (1_700_000_000, Some("e1"))
         );
         let b = &d.attributes[1];
-        assert_eq!(b.tags, vec!["own", "tlp:green"]);
+        assert_eq!(tag_names(&b.tags), vec!["own", "tlp:green"]);
         assert_eq!(b.event_uuid.as_deref(), Some("e2"));
         assert_eq!(b.event_published, Some(true));
         assert_eq!(b.last_seen, Some(1_675_814_400));
@@ -522,10 +528,10 @@ mod tests {
         );
         assert_eq!((d.rows, d.bad_rows), (2, 0));
         let a = &d.attributes[0];
-        assert_eq!(a.tags, vec!["own", "osint", "tlp:white"]);
+        assert_eq!(tag_names(&a.tags), vec!["own", "osint", "tlp:white"]);
         assert_eq!(a.event_published, Some(true));
-        assert_eq!(a.event_uuid, uuid);
-        assert_eq!(d.attributes[1].tags, vec!["tlp:white", "osint"]);
+        assert_eq!(a.event_uuid.as_deref(), uuid.as_deref());
+        assert_eq!(tag_names(&d.attributes[1].tags), vec!["tlp:white", "osint"]);
         assert!(!d.attributes[1].to_ids);
     }
 
@@ -584,7 +590,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!((stix.rows, stix.bad_rows), (2, 0));
-        assert_eq!(stix.attributes[0].misp_type, "AS");
+        assert_eq!(&*stix.attributes[0].misp_type, "AS");
         assert_eq!(stix.attributes[0].timestamp, 1_603_642_920);
         let ev = include_bytes!(
             "../../tests/fixtures/events/PyMISP_57c4445b-c548-4654-af0b-4be3950d210f.json"
@@ -595,7 +601,7 @@ mod tests {
             Some("57c4445b-c548-4654-af0b-4be3950d210f")
         );
         assert_eq!((d.rows, d.bad_rows), (9, 0));
-        assert!(d.attributes.iter().any(|a| a.misp_type == "regkey|value"));
+        assert!(d.attributes.iter().any(|a| &*a.misp_type == "regkey|value"));
         let (m, bad) = decode_manifest(include_bytes!(
             "../../tests/fixtures/feed-infoblox/manifest.json"
         ))

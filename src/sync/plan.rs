@@ -4,8 +4,11 @@
 
 use crate::config::SourceSettings;
 use crate::model::Attribute;
+use crate::validate::Interner;
 use serde_json::json;
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 
 /// Incremental syncs ask again for this many seconds before the cursor: MISP compares with `>=`
 /// and clocks of synced instances drift. Duplicates are harmless (the store is keyed by uuid).
@@ -82,10 +85,37 @@ pub fn is_last_page(returned: usize, skipped_by_server: usize, limit: u32) -> bo
 }
 
 /// Every attribute a source has told us about and not deleted, keyed by uuid (never by value:
-/// a soft delete may rewrite the value, §C).
+/// a soft delete may rewrite the value, §C). Kept between syncs for incremental sync, so it is
+/// compact: each attribute boxed once (the table holds pointers), keyed by its own uuid, its
+/// repeated strings shared through one interner.
 #[derive(Clone, Debug, Default)]
 pub struct Store {
-    by_uuid: HashMap<String, Attribute>,
+    by_uuid: HashSet<Stored>,
+    shared: Interner,
+}
+
+/// An attribute in the store, hashed and compared by its uuid.
+#[derive(Clone, Debug)]
+struct Stored(Box<Attribute>);
+
+impl PartialEq for Stored {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.uuid == other.0.uuid
+    }
+}
+
+impl Eq for Stored {}
+
+impl Hash for Stored {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.0.uuid.hash(h)
+    }
+}
+
+impl Borrow<str> for Stored {
+    fn borrow(&self) -> &str {
+        &self.0.uuid
+    }
 }
 
 impl Store {
@@ -98,31 +128,35 @@ impl Store {
     }
 
     /// Apply one attribute from a page: newer versions replace older ones, deletes remove.
-    pub fn apply(&mut self, attr: Attribute) {
-        if let Some(old) = self.by_uuid.get(&attr.uuid) {
-            if old.timestamp > attr.timestamp {
+    pub fn apply(&mut self, mut attr: Attribute) {
+        if let Some(old) = self.by_uuid.get(&*attr.uuid) {
+            if old.0.timestamp > attr.timestamp {
                 return;
             }
         }
         if attr.deleted {
-            self.by_uuid.remove(&attr.uuid);
+            self.by_uuid.remove(&*attr.uuid);
         } else {
-            self.by_uuid.insert(attr.uuid.clone(), attr);
+            self.shared.share(&mut attr);
+            self.by_uuid.replace(Stored(Box::new(attr)));
         }
     }
 
     pub fn max_timestamp(&self) -> Option<i64> {
-        self.by_uuid.values().map(|a| a.timestamp).max()
+        self.iter().map(|a| a.timestamp).max()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Attribute> {
-        self.by_uuid.values()
+        self.by_uuid.iter().map(|s| &*s.0)
     }
 
     /// Remove every attribute of these events (a feed event that left the manifest or changed).
-    pub fn remove_events(&mut self, events: &std::collections::HashSet<String>) {
-        self.by_uuid
-            .retain(|_, a| a.event_uuid.as_ref().is_none_or(|e| !events.contains(e)));
+    pub fn remove_events(&mut self, events: &HashSet<String>) {
+        self.by_uuid.retain(|s| {
+            s.0.event_uuid
+                .as_deref()
+                .is_none_or(|e| !events.contains(e))
+        });
     }
 }
 
@@ -142,7 +176,7 @@ pub fn selected(attr: &Attribute, source: &SourceSettings, now: i64) -> bool {
     if source.published_only && attr.event_published == Some(false) {
         return false;
     }
-    if !source.types.is_empty() && !source.types.iter().any(|t| t == &attr.misp_type) {
+    if !source.types.is_empty() && !source.types.iter().any(|t| **t == *attr.misp_type) {
         return false;
     }
     let has = |pat: &String| attr.tags.iter().any(|t| tag_matches(pat, t));
@@ -175,7 +209,7 @@ mod tests {
             to_ids: true,
             deleted,
             timestamp: ts,
-            tags: vec!["tlp:white".into()],
+            tags: vec!["tlp:white".into()].into(),
             last_seen: None,
             event_published: Some(true),
         }

@@ -189,8 +189,6 @@ pub struct Validator {
     protected: Protected,
     lists: Warninglists,
     allow: Allowlist,
-    /// Interned MISP type and category strings, so indicators share them.
-    strings: fxhash::FxHashMap<Box<str>, Arc<str>>,
     /// Per indexed MISP type, everything judging needs, found with one lookup.
     types: fxhash::FxHashMap<Box<str>, TypeInfo>,
 }
@@ -201,26 +199,6 @@ struct TypeInfo {
     name: Arc<str>,
     tables: warninglist::TypeTables,
 }
-
-/// MISP's categories (describeTypes.json), interned at load.
-const CATEGORIES: &[&str] = &[
-    "Internal reference",
-    "Targeting data",
-    "Antivirus detection",
-    "Payload delivery",
-    "Artifacts dropped",
-    "Payload installation",
-    "Persistence mechanism",
-    "Network activity",
-    "Payload type",
-    "Attribution",
-    "External analysis",
-    "Financial fraud",
-    "Support Tool",
-    "Social network",
-    "Person",
-    "Other",
-];
 
 /// One indexed part that passed syntax.
 struct Checked {
@@ -267,10 +245,6 @@ impl Validator {
             Some(p) if !p.as_os_str().is_empty() => Allowlist::load(p, &mut warnings),
             _ => Allowlist::default(),
         };
-        let strings = CATEGORIES
-            .iter()
-            .map(|s| (Box::from(*s), Arc::from(*s)))
-            .collect();
         let types = types::INDEXED_TYPES
             .iter()
             .filter_map(|t| {
@@ -289,7 +263,6 @@ impl Validator {
             protected,
             lists,
             allow,
-            strings,
         };
         (v, warnings)
     }
@@ -376,7 +349,7 @@ impl Validator {
     /// (comment, text, link, email-attachment...) and deleted attributes are `skipped`.
     pub fn judge(&self, source: &Arc<str>, attr: &Attribute, now: i64) -> Judged {
         let mut out = Judged::default();
-        let info = match self.types.get(attr.misp_type.as_str()) {
+        let info = match self.types.get(&*attr.misp_type) {
             Some(i) if !attr.deleted => i,
             _ => {
                 out.skipped = true;
@@ -387,9 +360,9 @@ impl Validator {
         let reject = |code: &str, detail: String| Rejection {
             source: source.clone(),
             value: raw.into(),
-            misp_type: attr.misp_type.as_str().into(),
+            misp_type: Box::from(&*attr.misp_type),
             event_uuid: attr.event_uuid.as_deref().map(Box::from),
-            attribute_uuid: attr.uuid.as_str().into(),
+            attribute_uuid: attr.uuid.clone(),
             reason: RejectReason {
                 code: code.into(),
                 detail: detail.into(),
@@ -621,18 +594,14 @@ impl Validator {
         c.part == Part::Domain
     }
 
-    fn intern(&self, s: &str) -> Arc<str> {
-        self.strings.get(s).cloned().unwrap_or_else(|| Arc::from(s))
-    }
-
     fn provenance(&self, source: &Arc<str>, attr: &Attribute, misp_type: &Arc<str>) -> Provenance {
         Provenance {
             source: source.clone(),
-            event_uuid: attr.event_uuid.as_deref().map(Arc::from),
-            attribute_uuid: Arc::from(attr.uuid.as_str()),
+            event_uuid: attr.event_uuid.clone(),
+            attribute_uuid: Arc::from(&*attr.uuid),
             misp_type: misp_type.clone(),
-            category: self.intern(&attr.category),
-            tags: attr.tags.iter().map(|t| Arc::from(t.as_str())).collect(),
+            category: attr.category.clone(),
+            tags: attr.tags.clone(),
             timestamp: attr.timestamp,
             to_ids: attr.to_ids,
         }
@@ -693,7 +662,7 @@ pub(crate) fn is_subdomain_of(child: &str, parent: &str) -> bool {
 /// Makes indicators of one sync share their repeated strings (event uuids, categories, tag
 /// lists): run every accepted indicator through one `Interner` before building the index, so a
 /// million indicators keep one copy of each.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Interner {
     strings: HashSet<Arc<str>>,
     tag_lists: HashSet<Arc<[Arc<str>]>>,
@@ -708,6 +677,26 @@ impl Interner {
                 s.clone()
             }
         }
+    }
+
+    /// The shared copy of a tag list (its tags shared too).
+    pub fn tags(&mut self, tags: &[Arc<str>]) -> Arc<[Arc<str>]> {
+        if let Some(t) = self.tag_lists.get(tags) {
+            return t.clone();
+        }
+        let t: Arc<[Arc<str>]> = tags.iter().map(|t| self.str(t)).collect();
+        self.tag_lists.insert(t.clone());
+        t
+    }
+
+    /// Points an attribute's repeated strings at the shared copies (for a sync store).
+    pub fn share(&mut self, a: &mut Attribute) {
+        a.misp_type = self.str(&a.misp_type);
+        a.category = self.str(&a.category);
+        if let Some(e) = &a.event_uuid {
+            a.event_uuid = Some(self.str(e));
+        }
+        a.tags = self.tags(&a.tags);
     }
 
     pub fn intern(&mut self, ind: &mut Indicator) {
@@ -738,7 +727,7 @@ mod tests {
 
     fn attr(t: &str, v: &str, event: &str) -> Attribute {
         Attribute {
-            uuid: format!("attr-{v}"),
+            uuid: format!("attr-{v}").into(),
             event_uuid: Some(event.into()),
             misp_type: t.into(),
             category: "Network activity".into(),
@@ -746,7 +735,7 @@ mod tests {
             to_ids: true,
             deleted: false,
             timestamp: 1,
-            tags: vec!["tlp:white".into(), "infoblox".into()],
+            tags: vec!["tlp:white".into(), "infoblox".into()].into(),
             last_seen: None,
             event_published: None,
         }
@@ -763,16 +752,14 @@ mod tests {
         let (v, w) = Validator::load(&s, Protected::default());
         assert!(w.is_empty(), "{w:?}");
         let src: Arc<str> = Arc::from("feed");
+        let judge = |a: &Attribute| v.judge(&src, a, 0).accepted;
+        // Unshared attributes (straight from a decoder): each indicator has its own strings,
+        // until an Interner makes them share.
         let mut inds: Vec<Indicator> = ["a-evil.xyz", "b-evil.xyz"]
             .iter()
-            .flat_map(|d| v.judge(&src, &attr("domain", d, "ev-1"), 0).accepted)
+            .flat_map(|d| judge(&attr("domain", d, "ev-1")))
             .collect();
         assert_eq!(inds.len(), 2);
-        // type and category are interned by the validator already
-        assert!(Arc::ptr_eq(
-            &inds[0].provenance.category,
-            &inds[1].provenance.category
-        ));
         assert!(!Arc::ptr_eq(
             inds[0].provenance.event_uuid.as_ref().unwrap(),
             inds[1].provenance.event_uuid.as_ref().unwrap()
@@ -788,6 +775,27 @@ mod tests {
         ));
         assert!(Arc::ptr_eq(&a.tags, &b.tags));
         assert_eq!(&*a.tags[1], "infoblox");
+
+        // Attributes shared as the sync store shares them: the indicators point at the very
+        // same strings, no copy per indicator.
+        let mut store = Interner::default();
+        let shared: Vec<Attribute> = ["c-evil.xyz", "d-evil.xyz"]
+            .iter()
+            .map(|d| {
+                let mut a = attr("domain", d, "ev-1");
+                store.share(&mut a);
+                a
+            })
+            .collect();
+        assert!(Arc::ptr_eq(&shared[0].tags, &shared[1].tags));
+        let inds: Vec<Indicator> = shared.iter().flat_map(judge).collect();
+        let (a, b) = (&inds[0].provenance, &inds[1].provenance);
+        assert!(Arc::ptr_eq(&a.category, &b.category));
+        assert!(Arc::ptr_eq(&a.tags, &shared[0].tags));
+        assert!(Arc::ptr_eq(
+            a.event_uuid.as_ref().unwrap(),
+            b.event_uuid.as_ref().unwrap()
+        ));
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub fn attr(misp_type: &str, value: &str) -> Attribute {
         to_ids: true,
         deleted: false,
         timestamp: 1_700_000_000,
-        tags: vec!["tlp:white".into()],
+        tags: vec!["tlp:white".into()].into(),
         last_seen: None,
         event_published: Some(true),
     }
