@@ -169,6 +169,9 @@ fn decode_v2(body: &[u8]) -> Result<Restored, String> {
                 return Ok(None);
             }
             let ix = Index::read_from(&mut rest).map_err(|e| format!("source {}: {e}", s.name))?;
+            if let Some(other) = ix.source_names().find(|n| *n != s.name) {
+                return Err(format!("source {}: its set names source {other}", s.name));
+            }
             Ok(Some(ix.to_indicators()))
         };
         let own = set(s.own_set)?;
@@ -518,6 +521,17 @@ mod tests {
             decode_bytes(&frame_version(3, body)).unwrap_err(),
             Damage::Format(d) if d.contains("version 3")
         ));
+    }
+
+    #[test]
+    fn a_set_naming_another_source_is_refused() {
+        let mut s = snap();
+        s.sources[1].own = Some(Arc::new(vec![ind("s", "smuggled.example", "e3")]));
+        let err = decode_bytes(&frame(&encode(&s))).unwrap_err();
+        assert_eq!(
+            err,
+            Damage::Format("source low: its set names source s".into())
+        );
     }
 
     #[test]

@@ -32,8 +32,9 @@ struct SourceSlot {
     /// low-trust source, whose uncorroborated indicators are kept but not served. `None` for a
     /// normal-trust source: the index is the only copy of its last known-good set.
     own: Option<Arc<Vec<Indicator>>>,
-    /// A new published set for the next [`Supervisor::rebuild`] to take in.
-    incoming: Option<Vec<Indicator>>,
+    /// A new published set for the next [`Supervisor::rebuild`] to take in; kept until a
+    /// rebuild succeeds, so a failed one loses nothing and the next one retries it.
+    incoming: Option<Arc<Vec<Indicator>>>,
     /// Order-independent digest of the published set ([`set_digest`]); `None` when unknown
     /// (restored from a snapshot), so the first sync rebuilds.
     digest: Option<u64>,
@@ -348,7 +349,7 @@ impl Supervisor {
                 }
                 // Any difference counts, provenance too (a tag added upstream is served at once).
                 let digest = set_digest(&indicators);
-                let changed = slot.digest != Some(digest);
+                let changed = slot.digest != Some(digest) || slot.incoming.is_some();
                 match verdict {
                     breaker::BreakerVerdict::Apply => {
                         let what = if fetched {
@@ -370,7 +371,7 @@ impl Supervisor {
                         slot.status.held = None;
                         if changed {
                             slot.digest = Some(digest);
-                            slot.incoming = Some(indicators);
+                            slot.incoming = Some(Arc::new(indicators));
                             self.rebuild().await;
                             self.write_snapshot().await;
                         } else {
@@ -439,7 +440,7 @@ impl Supervisor {
         slot.status.quarantined = slot.quarantine.len();
         slot.status.indicators = set.len();
         slot.digest = Some(set_digest(&set));
-        slot.incoming = Some(set);
+        slot.incoming = Some(Arc::new(set));
         slot.status.state = SourceState::Ok;
         let msg = match h {
             Some(h) => format!("released `{source}`: +{} -{}", h.added, h.removed),
@@ -557,13 +558,13 @@ impl Supervisor {
         let current = self.index.clone();
         let parts: Vec<Part> = self
             .slots
-            .iter_mut()
+            .iter()
             .map(|s| Part {
                 name: s.name.clone(),
                 trust: s.settings.trust,
-                from: match (s.incoming.take(), s.own.take()) {
-                    (Some(new), _) => SetFrom::New(new),
-                    (None, Some(own)) => SetFrom::Own(own),
+                from: match (&s.incoming, &s.own) {
+                    (Some(new), _) => SetFrom::Set(new.clone()),
+                    (None, Some(own)) => SetFrom::Set(own.clone()),
                     (None, None) => SetFrom::Index,
                 },
             })
@@ -573,11 +574,14 @@ impl Supervisor {
             Ok((index, own)) => {
                 for (slot, own) in self.slots.iter_mut().zip(own) {
                     slot.own = own;
+                    slot.incoming = None;
                 }
                 self.index = Arc::new(index);
                 self.generation += 1;
             }
             Err(e) => {
+                // Nothing was taken from the slots: the new sets stay pending and the next
+                // rebuild (the next sync at the latest) tries them again.
                 tracing::error!(error = %e, "index build failed; the previous generation stays")
             }
         }
@@ -641,7 +645,7 @@ impl Supervisor {
             };
             if too_old && s.status.indicators > 0 {
                 tracing::error!(source = %s.name, "data is older than expire-after: its indicators are no longer served");
-                s.incoming = Some(Vec::new());
+                s.incoming = Some(Arc::new(Vec::new()));
                 s.digest = Some(set_digest(&[]));
                 s.status.indicators = 0;
                 s.status.state = SourceState::Failing;
@@ -802,13 +806,16 @@ pub fn diff_counts(old: &[Indicator], new: &[Indicator]) -> (usize, usize) {
     (b.difference(&a).count(), a.difference(&b).count())
 }
 
-/// An order-independent digest of a set: the wrapping sum of each indicator's hash, every
+/// An order-independent digest of a set: the wrapping sum of each indicator's keyed hash, every
 /// field included. Equal sets give equal digests; a different one is told apart with
-/// overwhelming odds (the data is not adversarial here: it only decides whether to rebuild).
+/// overwhelming odds (it decides whether a sync needs a rebuild).
 pub fn set_digest(set: &[Indicator]) -> u64 {
-    use std::hash::{Hash, Hasher};
+    use std::hash::{BuildHasher, Hash, Hasher};
+    // Keyed per process: a source cannot plan two different sets with the same digest.
+    static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(std::hash::RandomState::new);
     set.iter().fold(0u64, |sum, i| {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut h = key.build_hasher();
         i.value.hash(&mut h);
         i.kind.hash(&mut h);
         let p = &i.provenance;
@@ -825,10 +832,10 @@ pub fn set_digest(set: &[Indicator]) -> u64 {
     })
 }
 
-/// Where [`Supervisor::rebuild`] takes one source's set from.
+/// Where [`Supervisor::rebuild`] takes one source's set from: a set it holds (new, or a
+/// low-trust source's own), or the source's records in the current index.
 enum SetFrom {
-    New(Vec<Indicator>),
-    Own(Arc<Vec<Indicator>>),
+    Set(Arc<Vec<Indicator>>),
     Index,
 }
 
@@ -839,70 +846,41 @@ struct Part {
 }
 
 /// Every normal-trust source's set, plus the low-trust indicators a normal source confirms, in
-/// source order, built into a new index. Returns it with each source's new `own` set (low
-/// trust: the whole set; normal trust: `None`, the index holds it).
+/// source order, built into a new index (borrowed: nothing is copied before the index copies
+/// what it keeps). Returns it with each source's new `own` set (low trust: the whole set;
+/// normal trust: `None`, the index holds it).
 fn assemble(current: &Index, parts: Vec<Part>) -> (Index, Vec<Option<Arc<Vec<Indicator>>>>) {
-    enum Set {
-        Normal(Vec<Indicator>),
-        Low(Arc<Vec<Indicator>>),
-    }
-    let sets: Vec<Set> = parts
+    let sets: Vec<(Trust, Arc<Vec<Indicator>>)> = parts
         .into_iter()
         .map(|p| {
             let set = match p.from {
-                SetFrom::New(v) => Arc::new(v),
-                SetFrom::Own(a) => a,
+                SetFrom::Set(v) => v,
                 SetFrom::Index => Arc::new(current.source_indicators(&p.name)),
             };
-            match p.trust {
-                Trust::Normal => Set::Normal(Arc::unwrap_or_clone(set)),
-                Trust::Low => Set::Low(set),
-            }
+            (p.trust, set)
         })
         .collect();
-    let corroborated: Vec<Vec<Indicator>> = {
-        let confirmed: HashSet<(&str, Kind)> = sets
-            .iter()
-            .filter_map(|s| match s {
-                Set::Normal(v) => Some(v.iter().map(key)),
-                Set::Low(_) => None,
-            })
-            .flatten()
-            .collect();
+    let normal = || {
         sets.iter()
-            .map(|s| match s {
-                Set::Low(v) => v
-                    .iter()
-                    .filter(|i| confirmed.contains(&key(i)))
-                    .cloned()
-                    .collect(),
-                Set::Normal(_) => Vec::new(),
-            })
-            .collect()
+            .filter(|(t, _)| *t == Trust::Normal)
+            .flat_map(|(_, v)| v.iter())
     };
-    let total = sets
-        .iter()
-        .map(|s| match s {
-            Set::Normal(v) => v.len(),
-            Set::Low(_) => 0,
-        })
-        .sum::<usize>()
-        + corroborated.iter().map(Vec::len).sum::<usize>();
-    let mut merged = Vec::with_capacity(total);
-    let mut own = Vec::with_capacity(sets.len());
-    for (set, confirmed) in sets.into_iter().zip(corroborated) {
-        match set {
-            Set::Normal(v) => {
-                merged.extend(v);
-                own.push(None);
-            }
-            Set::Low(v) => {
-                merged.extend(confirmed);
-                own.push(Some(v));
-            }
+    let confirmed: HashSet<(&str, Kind)> = normal().map(key).collect();
+    let mut merged: Vec<&Indicator> = Vec::with_capacity(normal().count());
+    for (trust, set) in &sets {
+        match trust {
+            Trust::Normal => merged.extend(set.iter()),
+            Trust::Low => merged.extend(set.iter().filter(|i| confirmed.contains(&key(i)))),
         }
     }
-    (Index::build(merged), own)
+    drop(confirmed);
+    let index = Index::build_from(&merged);
+    drop(merged);
+    let own = sets
+        .into_iter()
+        .map(|(trust, set)| (trust == Trust::Low).then_some(set))
+        .collect();
+    (index, own)
 }
 
 /// One aggregated journal line per sync, not one per value, and only when the quarantine changed:
@@ -976,12 +954,12 @@ mod tests {
             Part {
                 name: "a".into(),
                 trust: Trust::Normal,
-                from: SetFrom::New(normal),
+                from: SetFrom::Set(Arc::new(normal)),
             },
             Part {
                 name: "b".into(),
                 trust: Trust::Low,
-                from: SetFrom::New(low.clone()),
+                from: SetFrom::Set(Arc::new(low.clone())),
             },
         ];
         let (index, own) = assemble(&Index::default(), parts);
@@ -1014,7 +992,7 @@ mod tests {
             Part {
                 name: "b".into(),
                 trust: Trust::Normal,
-                from: SetFrom::Own(own[1].clone().unwrap()),
+                from: SetFrom::Set(own[1].clone().unwrap()),
             },
         ];
         let (again, own) = assemble(&index, parts);

@@ -228,6 +228,13 @@ impl Index {
     /// Builds the index. Records with the same `(kind, value)` become one entry with several
     /// sources, in input order.
     pub fn build(indicators: Vec<Indicator>) -> Index {
+        let refs: Vec<&Indicator> = indicators.iter().collect();
+        Index::build_from(&refs)
+    }
+
+    /// [`Index::build`] over borrowed indicators (the supervisor merges sources' sets without
+    /// copying them). The index copies what it keeps; the inputs may be dropped afterwards.
+    pub fn build_from(indicators: &[&Indicator]) -> Index {
         // Sort a small permutation rather than the large records; the key carries the kind and
         // the value's first bytes inline so most comparisons never touch the heap. Ties fall
         // back to the full value, then input order (the records of one value stay in order).
@@ -252,7 +259,7 @@ impl Index {
         let mut entries: Vec<Entry> = Vec::new();
         let mut recs = Vec::with_capacity(indicators.len());
         for &(_, i) in &order {
-            let ind = &indicators[i as usize];
+            let ind = indicators[i as usize];
             let same = entries.last().is_some_and(|e| {
                 e.kind == ind.kind && arena[e.off as usize..][..e.len as usize] == *ind.value
             });
@@ -289,7 +296,6 @@ impl Index {
             });
         }
         drop(order);
-        drop(indicators);
         arena.shrink_to_fit();
         entries.shrink_to_fit();
         Index::assemble(Parts {

@@ -20,6 +20,8 @@
 
 use super::{Entry, Index, Parts, Rec, ATTR_TEXT, NONE};
 use crate::model::Kind;
+use ipnet::IpNet;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 const KINDS: [Kind; 8] = [
@@ -99,10 +101,12 @@ impl Index {
     /// Reads what [`Index::write_to`] wrote from the front of `input`, advancing it. Any
     /// inconsistency is an error naming what is wrong; nothing is trusted unchecked.
     pub fn read_from(input: &mut &[u8]) -> Result<Index, String> {
+        let size = input.len();
         let mut r = Reader(input);
         let parts = read_parts(&mut r)?;
+        let consumed = size - r.0.len();
         *input = r.0;
-        check(&parts)?;
+        check(&parts, consumed)?;
         Ok(Index::assemble(parts))
     }
 }
@@ -221,10 +225,19 @@ fn read_parts(r: &mut Reader<'_, '_>) -> Result<Parts, String> {
     })
 }
 
+/// How many bytes of text the records may stand for (values, text uuids, notes), beyond
+/// [`EXPANSION_BASE`]: a record repeats its entry's value when it is turned back into an
+/// indicator, so a small hostile file could otherwise ask for gigabytes.
+const EXPANSION_PER_BYTE: u64 = 64;
+const EXPANSION_BASE: u64 = 64 << 20;
+
 /// What the lookups and exports rely on: every text slice inside the arena on character
 /// boundaries; entries strictly ordered by `(kind, value)` (so no value twice); every entry
-/// owning at least one record, the records in order; every id in range.
-fn check(p: &Parts) -> Result<(), String> {
+/// owning at least one record, the records in order; every id in range; every string once in
+/// the table (sources are found by name); addresses, networks, names and hashes in the
+/// canonical form validation gives them (exports write them into firewall and DNS files as
+/// they are); and a bounded expansion into indicators (`size`: the bytes read).
+fn check(p: &Parts, size: usize) -> Result<(), String> {
     let text = |off: u32, len: u32| -> Result<&str, String> {
         let end = (off as usize).checked_add(len as usize);
         end.and_then(|end| p.arena.get(off as usize..end))
@@ -233,9 +246,30 @@ fn check(p: &Parts) -> Result<(), String> {
     if p.entries.is_empty() != p.recs.is_empty() {
         return Err("records without entries, or entries without records".into());
     }
+    let mut seen = std::collections::HashSet::with_capacity(p.strings.len());
+    if !p.strings.iter().all(|s| seen.insert(&**s)) {
+        return Err("a string is in the table twice".into());
+    }
+    let note_bytes: Vec<u64> = p
+        .note_sets
+        .iter()
+        .map(|set| set.iter().map(|n| n.len() as u64).sum())
+        .collect();
+    let mut expanded: u64 = 0;
     let mut prev: Option<(u8, &str)> = None;
     for (i, e) in p.entries.iter().enumerate() {
         let v = text(e.off, e.len)?;
+        if !canonical(e.kind, v) {
+            return Err(format!(
+                "entry {i} is not a canonical {} value",
+                e.kind.as_str()
+            ));
+        }
+        let end = p
+            .entries
+            .get(i + 1)
+            .map_or(p.recs.len(), |n| n.first as usize);
+        expanded += v.len() as u64 * end.saturating_sub(e.first as usize) as u64;
         let key = (kind_byte(e.kind), v);
         if prev.is_some_and(|p| p >= key) {
             return Err(format!("entry {i} out of order"));
@@ -268,10 +302,35 @@ fn check(p: &Parts) -> Result<(), String> {
             ));
         }
         if r.flags & ATTR_TEXT != 0 {
-            text(le_u32(&r.attr[0..]), le_u32(&r.attr[4..]))?;
+            expanded += text(le_u32(&r.attr[0..]), le_u32(&r.attr[4..]))?.len() as u64;
         }
+        expanded += note_bytes[r.notes as usize];
+    }
+    if expanded > EXPANSION_BASE + EXPANSION_PER_BYTE * size as u64 {
+        return Err(format!(
+            "the records stand for {expanded} bytes of text, too many for {size} bytes of data"
+        ));
     }
     Ok(())
+}
+
+/// Whether a value is in the form validation publishes for its kind.
+fn canonical(kind: Kind, v: &str) -> bool {
+    match kind {
+        Kind::Ip => v.parse::<IpAddr>().is_ok_and(|ip| ip.to_string() == v),
+        Kind::Cidr => v.parse::<IpNet>().is_ok_and(|n| n.to_string() == v),
+        Kind::Domain | Kind::Hostname => {
+            !v.is_empty()
+                && v.len() <= 254
+                && v.bytes()
+                    .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_'))
+        }
+        Kind::Hash => !v.is_empty() && v.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+        Kind::Url | Kind::Email => {
+            !v.is_empty() && !v.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        Kind::Other => true,
+    }
 }
 
 #[cfg(test)]
@@ -375,15 +434,59 @@ mod tests {
             tag_sets: ix.tag_sets.clone(),
             note_sets: ix.note_sets.clone(),
         };
-        assert_eq!(check(&p), Ok(()));
+        assert_eq!(check(&p, 1000), Ok(()));
         // Two values trade places, their records stay: the table is no longer sorted.
         let (a, b) = (p.entries[0], p.entries[1]);
         (p.entries[0].off, p.entries[0].len, p.entries[0].kind) = (b.off, b.len, b.kind);
         (p.entries[1].off, p.entries[1].len, p.entries[1].kind) = (a.off, a.len, a.kind);
-        assert!(check(&p).unwrap_err().contains("order"));
+        assert!(check(&p, 1000).unwrap_err().contains("order"));
         p.entries[0] = a;
         p.entries[1] = b;
         p.entries[2].first = p.entries[1].first;
-        assert!(check(&p).unwrap_err().contains("no records"));
+        assert!(check(&p, 1000).unwrap_err().contains("no records"));
+    }
+
+    fn parts_of(ix: &Index) -> Parts {
+        Parts {
+            arena: ix.arena.clone(),
+            entries: ix.entries.clone(),
+            recs: ix.recs.clone(),
+            strings: ix.strings.clone(),
+            tag_sets: ix.tag_sets.clone(),
+            note_sets: ix.note_sets.clone(),
+        }
+    }
+
+    #[test]
+    fn values_must_be_canonical_strings_unique_and_expansion_bounded() {
+        // A forged address would be written as it is into an nft script by the export.
+        for (value, kind) in [
+            ("198.51.100.7; flush ruleset", Kind::Ip),
+            ("198.051.100.7", Kind::Ip),
+            ("10.1.0.0/16\nadd", Kind::Cidr),
+            ("evil.example\n@ IN SOA", Kind::Domain),
+            ("Evil.example", Kind::Hostname),
+            ("ABCDEF", Kind::Hash),
+            ("http://a b", Kind::Url),
+        ] {
+            let ix = Index::build(vec![ind(value, kind, "t", "a")]);
+            let err = check(&parts_of(&ix), 1000).unwrap_err();
+            assert!(err.contains("canonical"), "{value:?}: {err}");
+        }
+        let ix = Index::build(vec![ind("anything at all\t", Kind::Other, "t", "a")]);
+        assert_eq!(check(&parts_of(&ix), 1000), Ok(()));
+
+        let mut p = parts_of(&sample());
+        p.strings.push(p.strings[0].clone());
+        assert!(check(&p, 1000).unwrap_err().contains("twice"));
+
+        // One 64 KiB value behind many records: refused for a small file, not for a large one.
+        let big = format!("{}.example", "a".repeat(65_536));
+        let many: Vec<crate::model::Indicator> = (0..2000)
+            .map(|_| ind(&big, Kind::Other, "t", "a"))
+            .collect();
+        let p = parts_of(&Index::build(many));
+        assert!(check(&p, 200_000).unwrap_err().contains("too many"));
+        assert_eq!(check(&p, 2_000_000), Ok(()));
     }
 }

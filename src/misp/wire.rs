@@ -7,6 +7,7 @@ use crate::model::Attribute;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -45,81 +46,130 @@ pub struct Decoded {
     pub bad_rows: usize,
 }
 
+/// MISP's integers: a number, a numeric string (`"1700000000"`), `""` or null for none. Read
+/// with a visitor, straight from the parser: no intermediate `Value` per field.
 fn flex_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    match Option::<Value>::deserialize(d)? {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .or_else(|| {
-                n.as_f64()
-                    .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
-                    .map(|f| f as i64)
-            })
-            .map(Some)
-            .ok_or_else(|| de::Error::custom("number out of range")),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => s
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| de::Error::custom("not an integer")),
-        Some(other) => Err(de::Error::custom(format!(
-            "expected an integer, got {other}"
-        ))),
+    struct V;
+    impl<'de> de::Visitor<'de> for V {
+        type Value = Option<i64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an integer, a numeric string or null")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            i64::try_from(v)
+                .map(Some)
+                .map_err(|_| E::custom("number out of range"))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            if v.fract() == 0.0 && v.abs() < 9e15 {
+                Ok(Some(v as i64))
+            } else {
+                Err(E::custom("number out of range"))
+            }
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            let s = s.trim();
+            if s.is_empty() {
+                return Ok(None);
+            }
+            s.parse().map(Some).map_err(|_| E::custom("not an integer"))
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(V)
+        }
     }
+    d.deserialize_option(V)
 }
 
+/// MISP's flags: a boolean, 0/1, `"0"`/`"1"`/`"true"`/`"false"`/`""`, or null for none.
 fn flex_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
-    match Option::<Value>::deserialize(d)? {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(b)),
-        Some(Value::Number(n)) => match n.as_i64() {
-            Some(0) => Ok(Some(false)),
-            Some(1) => Ok(Some(true)),
-            _ => Err(de::Error::custom("expected 0 or 1")),
-        },
-        Some(Value::String(s)) => match s.trim() {
-            "0" | "false" | "" => Ok(Some(false)),
-            "1" | "true" => Ok(Some(true)),
-            _ => Err(de::Error::custom("expected a boolean")),
-        },
-        Some(other) => Err(de::Error::custom(format!(
-            "expected a boolean, got {other}"
-        ))),
+    struct V;
+    impl<'de> de::Visitor<'de> for V {
+        type Value = Option<bool>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a boolean, 0 or 1, or null")
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            match v {
+                0 => Ok(Some(false)),
+                1 => Ok(Some(true)),
+                _ => Err(E::custom("expected 0 or 1")),
+            }
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            self.visit_i64(i64::try_from(v).unwrap_or(-1))
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Err(E::custom("expected 0 or 1"))
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            match s.trim() {
+                "0" | "false" | "" => Ok(Some(false)),
+                "1" | "true" => Ok(Some(true)),
+                _ => Err(E::custom("expected a boolean")),
+            }
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(V)
+        }
     }
+    d.deserialize_option(V)
 }
 
 fn null_vec<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
     Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
 }
 
+// The wire structs borrow their strings from the body where they can (no escapes): a row's
+// text is copied once, into the model.
+
 #[derive(Deserialize, Debug, Default)]
-pub struct WireTag {
-    #[serde(default)]
-    pub name: String,
+pub struct WireTag<'a> {
+    #[serde(default, borrow)]
+    pub name: Cow<'a, str>,
     #[serde(default, deserialize_with = "flex_bool")]
     pub inherited: Option<bool>,
 }
 
 /// The bits of a nested `Event` (restSearch `includeContext`/default, or a feed event) we use.
 #[derive(Deserialize, Debug, Default)]
-pub struct WireEventRef {
-    #[serde(default)]
-    pub uuid: Option<String>,
+pub struct WireEventRef<'a> {
+    #[serde(default, borrow)]
+    pub uuid: Option<Cow<'a, str>>,
     #[serde(default, deserialize_with = "flex_bool")]
     pub published: Option<bool>,
-    #[serde(default, rename = "Tag", deserialize_with = "null_vec")]
-    pub tags: Vec<WireTag>,
+    #[serde(default, borrow, rename = "Tag", deserialize_with = "null_vec")]
+    pub tags: Vec<WireTag<'a>>,
 }
 
 #[derive(Deserialize, Debug)]
-pub struct WireAttribute {
-    pub uuid: String,
-    #[serde(rename = "type")]
-    pub misp_type: String,
-    #[serde(default)]
-    pub category: Option<String>,
-    pub value: String,
+pub struct WireAttribute<'a> {
+    #[serde(borrow)]
+    pub uuid: Cow<'a, str>,
+    #[serde(borrow, rename = "type")]
+    pub misp_type: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub category: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub value: Cow<'a, str>,
     #[serde(default, deserialize_with = "flex_bool")]
     pub to_ids: Option<bool>,
     #[serde(default, deserialize_with = "flex_bool")]
@@ -128,12 +178,12 @@ pub struct WireAttribute {
     pub timestamp: Option<i64>,
     #[serde(default)]
     pub last_seen: Option<Value>,
-    #[serde(default)]
-    pub event_uuid: Option<String>,
-    #[serde(default, rename = "Event")]
-    pub event: Option<WireEventRef>,
-    #[serde(default, rename = "Tag", deserialize_with = "null_vec")]
-    pub tags: Vec<WireTag>,
+    #[serde(default, borrow)]
+    pub event_uuid: Option<Cow<'a, str>>,
+    #[serde(default, borrow, rename = "Event")]
+    pub event: Option<WireEventRef<'a>>,
+    #[serde(default, borrow, rename = "Tag", deserialize_with = "null_vec")]
+    pub tags: Vec<WireTag<'a>>,
 }
 
 /// What a feed event file or restSearch row inherits from its event.
@@ -141,38 +191,28 @@ pub struct WireAttribute {
 pub struct EventContext<'a> {
     pub uuid: Option<&'a str>,
     pub published: Option<bool>,
-    pub tags: &'a [WireTag],
+    pub tags: &'a [WireTag<'a>],
 }
 
-impl WireAttribute {
+impl WireAttribute<'_> {
     /// Converts to the shared model. Tags: the attribute's own first, then inherited ones
     /// (restSearch marks them `inherited`), then the event's, without duplicates.
     pub fn into_model(self, ctx: EventContext<'_>) -> Attribute {
-        let mut tags: Vec<String> = Vec::new();
-        let mut push = |name: &str| {
-            if !name.is_empty() && !tags.iter().any(|t| t == name) {
-                tags.push(name.to_string());
-            }
-        };
-        for t in self.tags.iter().filter(|t| t.inherited != Some(true)) {
-            push(&t.name);
-        }
-        for t in self.tags.iter().filter(|t| t.inherited == Some(true)) {
-            push(&t.name);
-        }
-        if let Some(ev) = &self.event {
-            for t in &ev.tags {
-                push(&t.name);
+        let mut names: Vec<&str> = Vec::new();
+        let own = self.tags.iter().filter(|t| t.inherited != Some(true));
+        let inherited = self.tags.iter().filter(|t| t.inherited == Some(true));
+        let event = self.event.iter().flat_map(|e| e.tags.iter());
+        for t in own.chain(inherited).chain(event).chain(ctx.tags) {
+            if !t.name.is_empty() && !names.contains(&&*t.name) {
+                names.push(&t.name);
             }
         }
-        for t in ctx.tags {
-            push(&t.name);
-        }
+        let tags: Arc<[Arc<str>]> = names.into_iter().map(Arc::from).collect();
         let event_uuid = self
             .event_uuid
             .filter(|u| !u.is_empty())
             .or_else(|| self.event.as_ref().and_then(|e| e.uuid.clone()))
-            .or_else(|| ctx.uuid.map(str::to_string))
+            .or_else(|| ctx.uuid.map(Cow::Borrowed))
             .map(Arc::from);
         let event_published = self
             .event
@@ -199,7 +239,7 @@ impl WireAttribute {
             to_ids: self.to_ids.unwrap_or(false),
             deleted: self.deleted.unwrap_or(false),
             timestamp: self.timestamp.unwrap_or(0),
-            tags: tags.into_iter().map(Arc::from).collect(),
+            tags,
             last_seen,
             event_published,
         }
@@ -210,7 +250,7 @@ impl WireAttribute {
 fn decode_rows(rows: Vec<Value>, ctx: EventContext<'_>, out: &mut Decoded) {
     out.rows += rows.len();
     for row in rows {
-        match serde_json::from_value::<WireAttribute>(row) {
+        match WireAttribute::deserialize(row) {
             Ok(a) if !a.uuid.is_empty() && !a.misp_type.is_empty() => {
                 out.attributes.push(a.into_model(ctx))
             }
@@ -335,7 +375,7 @@ pub fn decode_feed_event(body: &[u8]) -> Result<(Option<String>, Decoded), WireE
             }
         }
     }
-    let head: WireEventRef = serde_json::from_value(event)
+    let head = WireEventRef::deserialize(event)
         .map_err(|e| WireError::Shape(format!("event header: {e}")))?;
     let ctx = EventContext {
         uuid: head.uuid.as_deref(),
@@ -344,7 +384,7 @@ pub fn decode_feed_event(body: &[u8]) -> Result<(Option<String>, Decoded), WireE
     };
     let mut out = Decoded::default();
     decode_rows(attrs, ctx, &mut out);
-    Ok((head.uuid.clone(), out))
+    Ok((head.uuid.map(Cow::into_owned), out))
 }
 
 #[derive(Deserialize)]
@@ -453,6 +493,53 @@ mod tests {
         assert_eq!(parse_iso8601("2023-02-08"), Some(1_675_814_400));
         assert_eq!(parse_iso8601("yesterday"), None);
         assert_eq!(parse_iso8601("2023-02-08T00:00:00+0"), None);
+    }
+
+    #[test]
+    fn flexible_numbers_and_flags_from_text_and_from_values() {
+        #[derive(Deserialize, Debug, PartialEq)]
+        struct F {
+            #[serde(default, deserialize_with = "flex_i64")]
+            n: Option<i64>,
+            #[serde(default, deserialize_with = "flex_bool")]
+            b: Option<bool>,
+        }
+        type Want = Option<(Option<i64>, Option<bool>)>;
+        let cases: &[(&str, Want)] = &[
+            (r#"{}"#, Some((None, None))),
+            (r#"{"n":null,"b":null}"#, Some((None, None))),
+            (r#"{"n":17,"b":true}"#, Some((Some(17), Some(true)))),
+            (r#"{"n":"17","b":"1"}"#, Some((Some(17), Some(true)))),
+            (r#"{"n":" 17 ","b":"0"}"#, Some((Some(17), Some(false)))),
+            (r#"{"n":"","b":""}"#, Some((None, Some(false)))),
+            (r#"{"n":-5,"b":0}"#, Some((Some(-5), Some(false)))),
+            (
+                r#"{"n":1.7e9,"b":1}"#,
+                Some((Some(1_700_000_000), Some(true))),
+            ),
+            (r#"{"n":"17"}"#, Some((Some(17), None))),
+            (r#"{"b":"false"}"#, Some((None, Some(false)))),
+            (r#"{"n":1.5}"#, None),
+            (r#"{"n":18446744073709551615}"#, None),
+            (r#"{"n":"x"}"#, None),
+            (r#"{"n":true}"#, None),
+            (r#"{"n":[1]}"#, None),
+            (r#"{"b":2}"#, None),
+            (r#"{"b":1.0}"#, None),
+            (r#"{"b":"yes"}"#, None),
+            (r#"{"b":{}}"#, None),
+        ];
+        for (text, want) in cases {
+            let want = want.map(|(n, b)| F { n, b });
+            let direct = serde_json::from_str::<F>(text).ok();
+            assert_eq!(direct, want, "{text}");
+            let value: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(
+                serde_json::from_value::<F>(value).ok(),
+                want,
+                "{text} via Value"
+            );
+        }
     }
 
     #[test]

@@ -152,11 +152,27 @@ impl Store {
 
     /// Remove every attribute of these events (a feed event that left the manifest or changed).
     pub fn remove_events(&mut self, events: &HashSet<String>) {
+        let before = self.by_uuid.len();
         self.by_uuid.retain(|s| {
             s.0.event_uuid
                 .as_deref()
                 .is_none_or(|e| !events.contains(e))
         });
+        if self.by_uuid.len() < before {
+            self.reshare();
+        }
+    }
+
+    /// Start the shared strings afresh from the attributes still stored, so the uuids and tag
+    /// lists of removed events do not stay in memory for the life of a feed source.
+    fn reshare(&mut self) {
+        self.shared = Interner::default();
+        let old = std::mem::take(&mut self.by_uuid);
+        self.by_uuid.reserve(old.len());
+        for Stored(mut a) in old {
+            self.shared.share(&mut a);
+            self.by_uuid.insert(Stored(a));
+        }
     }
 }
 
@@ -198,6 +214,7 @@ fn tag_matches(pattern: &str, tag: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn attr(uuid: &str, ts: i64, deleted: bool) -> Attribute {
         Attribute {
@@ -265,6 +282,29 @@ mod tests {
         assert_eq!(s.len(), 1);
         s.apply(attr("a", 20, true));
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn store_shares_strings_and_forgets_those_of_removed_events() {
+        let mut s = Store::default();
+        let mut b = attr("b", 1, false);
+        b.event_uuid = Some("e2".into());
+        for a in [attr("a", 1, false), attr("c", 1, false), b] {
+            s.apply(a);
+        }
+        let by = |s: &Store, u: &str| s.iter().find(|a| &*a.uuid == u).unwrap().clone();
+        assert!(Arc::ptr_eq(&by(&s, "a").tags, &by(&s, "c").tags));
+        let e1 = by(&s, "a").event_uuid.unwrap();
+        assert!(Arc::ptr_eq(&e1, by(&s, "c").event_uuid.as_ref().unwrap()));
+        assert_eq!(
+            s.shared.len(),
+            5,
+            "e1, e2, ip-dst, Network activity, tlp:white"
+        );
+        s.remove_events(&HashSet::from(["e2".to_string()]));
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.shared.len(), 4, "e2 is forgotten");
+        assert!(Arc::ptr_eq(&by(&s, "a").tags, &by(&s, "c").tags));
     }
 
     #[test]

@@ -669,6 +669,15 @@ pub struct Interner {
 }
 
 impl Interner {
+    /// Number of distinct strings held.
+    pub fn len(&self) -> usize {
+        self.strings.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.strings.is_empty()
+    }
+
     pub fn str(&mut self, s: &Arc<str>) -> Arc<str> {
         match self.strings.get(&**s) {
             Some(x) => x.clone(),
