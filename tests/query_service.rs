@@ -380,12 +380,28 @@ async fn batches_and_their_limits() {
 
     // Defaults: a large batch within the limits goes through.
     let s = Server::start(|_| {}, view(1, sample())).await;
+    // Large batches are split across the cores: the answers still come whole and in order.
     let values: Vec<String> = (0..10_000)
-        .map(|i| format!("host-{i}.unlisted.example"))
+        .map(|i| match i % 4 {
+            0 => "evil.example".to_string(),
+            1 => format!("host-{i}.evil.example"),
+            2 => "10.9.9.9".to_string(),
+            _ => format!("host-{i}.unlisted.example"),
+        })
         .collect();
     let (status, body) = s.post("/v1/lookup", &json!({ "values": values })).await;
     assert_eq!(status, 200);
-    assert_eq!(body["results"].as_array().unwrap().len(), 10_000);
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 10_000);
+    for (i, (r, v)) in results.iter().zip(&values).enumerate() {
+        assert_eq!(r["value"], v.as_str(), "answer {i} out of order");
+        assert_eq!(r["listed"], i % 4 != 3, "answer {i}: {r}");
+    }
+    let (_, one) = s.get("/v1/lookup?value=host-1.evil.example").await;
+    assert_eq!(
+        results[1], one,
+        "a batch answer is the single lookup's answer"
+    );
     let (status, body) = s
         .get(&format!("/v1/lookup?value={}", "a".repeat(9000)))
         .await;
