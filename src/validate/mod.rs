@@ -808,6 +808,28 @@ mod tests {
     }
 
     #[test]
+    fn text_values_with_control_characters_are_refused() {
+        let s = Settings {
+            warninglists: vec![],
+            allowlist: None,
+            ..Settings::default()
+        };
+        let (v, _) = Validator::load(&s, Protected::default());
+        let src: Arc<str> = Arc::from("feed");
+        for bad in ["evil\nsecond-line", "tab\tseparated", "nul\u{0}"] {
+            let j = v.judge(&src, &attr("mutex", bad, "ev-1"), 0);
+            assert!(j.accepted.is_empty(), "{bad:?}");
+            assert_eq!(&*j.rejected[0].reason.code, "syntax", "{bad:?}");
+        }
+        let j = v.judge(&src, &attr("mutex", "Global\\evil mutex", "ev-1"), 0);
+        assert_eq!(
+            j.accepted.len(),
+            1,
+            "spaces and backslashes are fine in a mutex"
+        );
+    }
+
+    #[test]
     fn missing_list_directory_is_a_warning_not_an_error() {
         let s = Settings {
             warninglists: vec![PathBuf::from("/nonexistent/warninglists")],

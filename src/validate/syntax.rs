@@ -109,6 +109,12 @@ pub(crate) fn parse(part: Part, v: &str) -> Result<Option<Parsed>, String> {
                 None => Err("not hexadecimal".into()),
             }
         }
+        // Exact-match text (filenames, mutexes, JA3...) is exported one value per line and in
+        // tab-separated formats: a control character would split or shift a consumer's record.
+        Part::Text if v.chars().any(char::is_control) => Err(format!(
+            "`{}` contains a control character",
+            v.escape_debug()
+        )),
         Part::Text => Ok(Some(Parsed::Text(v.to_string()))),
         Part::Ignored => Ok(None),
     }
