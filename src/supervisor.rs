@@ -135,6 +135,7 @@ impl Supervisor {
             let served = restored.served(&slot.name);
             if let Some(r) = restored.sources.remove(&*slot.name) {
                 slot.own = r.own.map(Arc::new);
+                slot.digest = None;
                 slot.quarantine = r.quarantine;
                 slot.held = r.held;
                 slot.status.indicators = served;

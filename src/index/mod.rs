@@ -6,6 +6,10 @@
 //! fixed-size [`Rec`] whose strings (source, event, type, category, tag set, notes) are interned
 //! ids. Exact lookups go through an open-addressing table of entry ids keyed with a per-process
 //! random SipHash key (a poisoned feed cannot plan collisions); CIDRs live in prefix tries.
+//!
+//! The index is also the supervisor's only copy of what normal-trust sources publish (a
+//! rebuild reads a source's records back with [`Index::source_indicators`]) and what the
+//! snapshot stores: `persist` writes the arrays as they are and checks them on the way back.
 
 use crate::model::{Indicator, Kind, Provenance};
 use crate::normalize;
