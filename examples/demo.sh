@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 echo "== building mispd and mispctl (release; the first build takes a few minutes)"
 cargo build --release --quiet --bins
-bin=target/release
+bin=${CARGO_TARGET_DIR:-target}/release
 dir=$(mktemp -d /tmp/mispd-demo.XXXXXX)
 export MISPD_DAEMON__STATE_DIR="$dir/state"
 export MISPD_DAEMON__CREDENTIALS_DIR="$dir/credentials"

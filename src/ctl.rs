@@ -96,9 +96,7 @@ pub enum Command {
 pub enum CtlError {
     #[error("{0}")]
     Message(String),
-    #[error(
-        "cannot talk to mispd at {socket}: {reason} (is the daemon running? is --socket right?)"
-    )]
+    #[error("cannot talk to mispd at {socket}: {reason}")]
     Socket { socket: String, reason: String },
 }
 
@@ -299,17 +297,20 @@ async fn run(cli: Cli) -> Result<ExitCode, CtlError> {
             }
             drop(out);
             let mut stdout = tokio::io::stdout();
-            let status = client::get_to(&cli.socket, &path, &mut stdout)
-                .await
-                .map_err(|e| CtlError::Socket {
+            match client::get_to(&cli.socket, &path, &mut stdout).await {
+                Ok(_) => Ok(ExitCode::SUCCESS),
+                // The error goes to stderr only: stdout may be redirected into a firewall file.
+                Err(client::ClientError::Refused { status, message }) => Err(CtlError::Message(
+                    format!("export failed (HTTP {status}): {message}"),
+                )),
+                Err(client::ClientError::Output(e)) => Err(CtlError::Message(format!(
+                    "cannot write the export out: {e}"
+                ))),
+                Err(e) => Err(CtlError::Socket {
                     socket: cli.socket.display().to_string(),
                     reason: e.to_string(),
-                })?;
-            tokio::io::AsyncWriteExt::flush(&mut stdout).await.ok();
-            if status != 200 {
-                return Err(CtlError::Message(format!("export failed (HTTP {status})")));
+                }),
             }
-            Ok(ExitCode::SUCCESS)
         }
         Command::Changes {
             since,
@@ -377,6 +378,8 @@ fn config_warnings(c: &Config) -> Vec<String> {
     let mut w = Vec::new();
     if c.sources.is_empty() {
         w.push("no [[source]] is configured: the daemon will start and serve nothing".into());
+    } else if let Some(warning) = crate::supervisor::corroboration_warning(c) {
+        w.push(warning);
     }
     for dir in &c.validation.warninglists {
         if !dir.is_dir() {

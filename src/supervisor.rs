@@ -87,6 +87,24 @@ pub struct Supervisor {
     admin_rx: mpsc::Receiver<AdminCommand>,
 }
 
+/// Low-trust sources are served only where a normal-trust source agrees: with none of those,
+/// nothing they list is served. Said by `mispctl check-config` and at start.
+pub fn corroboration_warning(config: &Config) -> Option<String> {
+    let low: Vec<&str> = config
+        .sources
+        .iter()
+        .filter(|s| s.trust == Trust::Low)
+        .map(|s| s.name.as_str())
+        .collect();
+    let any_normal = config.sources.iter().any(|s| s.trust == Trust::Normal);
+    (!low.is_empty() && !any_normal).then(|| {
+        format!(
+            "every source is trust = \"low\" ({}): a low-trust indicator is served only when a normal-trust source lists it too, so nothing will be served",
+            low.join(", ")
+        )
+    })
+}
+
 /// Load the validator for a configuration, logging list problems (never fatal).
 pub fn build_validator(config: &Config) -> Validator {
     let hosts: Vec<String> = config.sources.iter().filter_map(|s| s.host()).collect();
@@ -129,6 +147,9 @@ impl Supervisor {
             events_rx,
             admin_rx,
         };
+        if let Some(w) = corroboration_warning(&sup.config) {
+            tracing::warn!("{w}");
+        }
         let mut restored = restored.unwrap_or_default();
         for s in sup.config.sources.clone() {
             let mut slot = new_slot(s);

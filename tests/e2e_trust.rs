@@ -167,4 +167,11 @@ fn low_trust_needs_corroboration_and_the_snapshot_index_follows_config_changes()
     );
     let (status, log, _) = d.stop();
     assert!(status.success(), "{log}");
+    assert!(
+        log.contains("every source is trust = \"low\" (b)"),
+        "the operator is told why nothing is served: {log}"
+    );
+    let (code, _, err) = harness::ctl(&["check-config", config_path.to_str().unwrap()], None);
+    assert_eq!(code, 0, "a warning, not an error: {err}");
+    assert!(err.contains("nothing will be served"), "{err}");
 }

@@ -832,6 +832,16 @@ async fn large_exports_stream_completely() {
         .unwrap();
     assert_eq!(status, 200);
     assert_eq!(String::from_utf8(out).unwrap(), plain);
+    // An error answer is never written where the export goes (a firewall file, say).
+    let mut out = Vec::new();
+    match client::get_to(&s.socket, "/v1/indicators?format=csv", &mut out).await {
+        Err(client::ClientError::Refused { status, message }) => {
+            assert_eq!(status, 400);
+            assert!(message.contains("format"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(out.is_empty());
     // A reset of /v1/changes streams the whole set as one JSON document.
     let (status, reset) = s.get("/v1/changes").await;
     assert_eq!(status, 200);
@@ -873,6 +883,16 @@ async fn changes_report_deltas_resets_and_wake_long_polls() {
         )
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // A publication that changes no indicator (a status update, same generation) does not
+    // end the poll.
+    let mut status_only = view(1, sample());
+    status_only.index = s.shared.load().index.clone();
+    s.shared.publish(status_only);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !poll.is_finished(),
+        "a status-only publication ended the long poll"
+    );
     let mut next = sample();
     next.retain(|i| &*i.value != "192.0.2.7");
     next.push(ind(
@@ -943,12 +963,24 @@ fn bind_replaces_stale_sockets_only() {
     };
     let first = query::bind(&settings).unwrap();
     drop(first); // leaves the socket file behind, as a crash would
-    let _second = query::bind(&settings).unwrap();
+    let second = query::bind(&settings).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
         0o600
     );
+    // A socket that still answers (a second mispd started by hand) is left alone.
+    let err = query::bind(&settings).unwrap_err();
+    assert!(
+        err.to_string().contains("another process is serving"),
+        "{err}"
+    );
+    assert!(
+        std::os::unix::net::UnixStream::connect(&path).is_ok(),
+        "still served"
+    );
+    drop(second);
+    let _third = query::bind(&settings).unwrap();
 
     let file = dir.path().join("not-a-socket");
     std::fs::write(&file, "keep me").unwrap();

@@ -24,6 +24,8 @@ pub enum ClientError {
     Request(String),
     #[error("cannot write the answer out: {0}")]
     Output(std::io::Error),
+    #[error("mispd refused the request (HTTP {status}): {message}")]
+    Refused { status: u16, message: String },
 }
 
 /// Opens a connection and sends one request; the response body is left to the caller.
@@ -69,7 +71,9 @@ async fn send(
     Ok((resp, driver))
 }
 
-/// `GET path`, copying the body to `out` as it arrives (for large exports); returns the status.
+/// `GET path`, copying a 200 body to `out` as it arrives (for large exports); returns the
+/// status. Any other answer (a JSON error) is returned as `Err(Refused)`, never written to
+/// `out`: an export redirected into a firewall file must not receive an error body.
 pub async fn get_to<W: tokio::io::AsyncWrite + Unpin>(
     socket: &Path,
     path_and_query: &str,
@@ -78,6 +82,20 @@ pub async fn get_to<W: tokio::io::AsyncWrite + Unpin>(
     use tokio::io::AsyncWriteExt;
     let (resp, driver) = send(socket, Method::GET, path_and_query, None).await?;
     let status = resp.status().as_u16();
+    if status != 200 {
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        driver.abort();
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
+        return Err(ClientError::Refused { status, message });
+    }
     let mut body = resp.into_body();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|source| ClientError::Http {

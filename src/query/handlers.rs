@@ -603,11 +603,30 @@ async fn changes(req: &Request<Incoming>, ctx: &Ctx) -> Resp {
                 }
             }
         };
+        // Until the served set changes (a publication that only updates status is not a
+        // change), the wait runs out, or the daemon stops.
+        let deadline = tokio::time::Instant::now() + wait;
+        let changed = async {
+            loop {
+                match tokio::time::timeout_at(deadline, rx.changed()).await {
+                    Ok(Ok(())) => {
+                        let now = ctx.shared.changes_since(since);
+                        if !matches!(now, Changes::Unchanged { .. }) {
+                            return Some(now);
+                        }
+                    }
+                    Ok(Err(_)) | Err(_) => return None,
+                }
+            }
+        };
         tokio::select! {
-            _ = tokio::time::timeout(wait, rx.changed()) => {}
+            now = changed => {
+                if let Some(now) = now {
+                    answer = now;
+                }
+            }
             _ = stopping => {}
         }
-        answer = ctx.shared.changes_since(since);
     }
     match &answer {
         Changes::Unchanged { cursor } => {

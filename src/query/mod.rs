@@ -150,6 +150,8 @@ pub enum QueryError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("another process is serving on {path} (a second mispd?); stop it first or set another query.socket")]
+    InUse { path: PathBuf },
     #[error("{path} exists and is not a socket; refusing to replace it (check query.socket)")]
     NotASocket { path: PathBuf },
     #[error("cannot create the socket directory {path}: {source}")]
@@ -181,6 +183,14 @@ pub fn bind(settings: &Settings) -> Result<UnixListener, QueryError> {
         None => None,
     };
     match std::fs::symlink_metadata(path) {
+        // A socket something still answers on is not stale: replacing it would cut that
+        // daemon's clients off while it keeps running.
+        Ok(m)
+            if m.file_type().is_socket()
+                && std::os::unix::net::UnixStream::connect(path).is_ok() =>
+        {
+            return Err(QueryError::InUse { path: path.clone() })
+        }
         Ok(m) if m.file_type().is_socket() => {
             std::fs::remove_file(path).map_err(|source| QueryError::RemoveStale {
                 path: path.clone(),
