@@ -301,7 +301,7 @@ impl Config {
             })?;
         let cfg: Config = built.try_deserialize().map_err(|e| ConfigError::Invalid {
             path: path.to_path_buf(),
-            reason: tidy_key_path(&redact_key_like(&e.to_string())),
+            reason: explain_enum(&tidy_key_path(&redact_key_like(&e.to_string()))),
         })?;
         cfg.check().map_err(|(key, reason)| ConfigError::Key {
             path: path.to_path_buf(),
@@ -455,6 +455,29 @@ fn redact_key_like(s: &str) -> String {
 }
 
 /// The config crate writes `source[0]interval`; say `source[0].interval`.
+/// The config crate names a bad choice by the Rust type (`enum SourceKind does not have
+/// variant constructor fed`): say it in the file's words, with the values allowed.
+fn explain_enum(s: &str) -> String {
+    const CHOICES: [(&str, &str); 2] = [
+        ("SourceKind", "`misp` or `feed`"),
+        ("Trust", "`normal` or `low`"),
+    ];
+    let Some((head, rest)) = s.split_once(" does not have variant constructor ") else {
+        return s.to_string();
+    };
+    let ty = head.rsplit(' ').next().unwrap_or("");
+    let (value, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+    let allowed = CHOICES
+        .iter()
+        .find(|(t, _)| *t == ty)
+        .map_or("see docs/configuration.md".to_string(), |(_, c)| {
+            format!("expected {c}")
+        });
+    format!("`{value}` is not a valid value ({allowed}) {tail}")
+        .trim_end()
+        .to_string()
+}
+
 fn tidy_key_path(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut prev = ' ';
@@ -536,6 +559,19 @@ pins = ["sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]
             .to_string();
         assert!(err.contains("intervall"), "{err}");
         assert!(err.contains("mispd.toml"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_choice_names_the_allowed_values() {
+        let err = load(&MINIMAL.replace("kind = \"misp\"", "kind = \"fed\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`fed` is not a valid value (expected `misp` or `feed`)")
+                && err.contains("source[0].kind")
+                && !err.contains("SourceKind"),
+            "{err}"
+        );
     }
 
     #[test]

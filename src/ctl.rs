@@ -65,8 +65,9 @@ pub enum Command {
     Release { source: String },
     /// Write the current set to standard output in a consumer's format (streamed).
     Export {
-        /// plain (one value a line), json (JSON lines), nft (set elements for `nft -f`),
-        /// suricata (dataset), zeek (Intel framework file) or rpz (DNS response policy zone).
+        /// plain (one value a line), json (JSON lines), nft (an nftables script for `nft -f`
+        /// that declares table `inet mispd` with sets mispd_v4 and mispd_v6), suricata (a
+        /// dataset file), zeek (Intel framework file) or rpz (DNS response policy zone).
         #[arg(long, default_value = "plain")]
         format: String,
         /// Only this indicator kind or MISP type (e.g. `ip`, `domain`, `sha256`).
@@ -75,6 +76,12 @@ pub enum Command {
         /// Only indicators from this source.
         #[arg(long)]
         source: Option<String>,
+        /// nft: the table (and set-name prefix) to declare instead of `mispd`.
+        #[arg(long)]
+        table: Option<String>,
+        /// suricata: domains (default), urls, md5, sha1, sha256, ipv4 or ipv6.
+        #[arg(long)]
+        dataset: Option<String>,
     },
     /// Print what was added and removed since CURSOR (`+ value` / `- value` lines, then the new
     /// cursor on standard error). Without a cursor, or with one the daemon no longer knows, the
@@ -287,13 +294,19 @@ async fn run(cli: Cli) -> Result<ExitCode, CtlError> {
             format,
             kind,
             source,
+            table,
+            dataset,
         } => {
             let mut path = format!("/v1/indicators?format={}", url_escape(format));
-            if let Some(k) = kind {
-                path.push_str(&format!("&type={}", url_escape(k)));
-            }
-            if let Some(s) = source {
-                path.push_str(&format!("&source={}", url_escape(s)));
+            for (name, value) in [
+                ("type", kind),
+                ("source", source),
+                ("table", table),
+                ("dataset", dataset),
+            ] {
+                if let Some(v) = value {
+                    path.push_str(&format!("&{name}={}", url_escape(v)));
+                }
             }
             drop(out);
             let mut stdout = tokio::io::stdout();

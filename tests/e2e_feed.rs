@@ -128,6 +128,36 @@ fn feed_is_synced_validated_served_and_survives_restart_without_the_feed() {
         !out.lines().any(|l| l == "62.171.178.147"),
         "--type domain must leave IPs out"
     );
+    let (code, out, err) = ctl(
+        &[
+            "--socket", &sock, "export", "--format", "nft", "--table", "fw",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("table inet fw"), "{out:.300}");
+    let (code, out, err) = ctl(
+        &[
+            "--socket",
+            &sock,
+            "export",
+            "--format",
+            "suricata",
+            "--dataset",
+            "ipv4",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().any(|l| l == "62.171.178.147"), "{out:.300}");
+    // An error answer goes to stderr, never into the file the export is redirected to.
+    let (code, out, err) = ctl(&["--socket", &sock, "export", "--format", "csv"], None);
+    assert_eq!(code, 2, "{err}");
+    assert!(out.is_empty(), "stdout must stay empty: {out}");
+    assert!(
+        err.contains("HTTP 400") && err.contains("format is one of"),
+        "{err}"
+    );
     let (code, out, err) = ctl(&["--socket", &sock, "changes"], None);
     assert_eq!(code, 0, "{err}");
     assert!(

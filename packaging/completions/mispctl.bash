@@ -139,7 +139,7 @@ _mispctl() {
             return 0
             ;;
         mispctl__subcmd__export)
-            opts="-h --format --type --source --socket --json --help"
+            opts="-h --format --type --source --table --dataset --socket --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -154,6 +154,14 @@ _mispctl() {
                     return 0
                     ;;
                 --source)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --table)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dataset)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

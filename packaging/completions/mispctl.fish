@@ -59,9 +59,11 @@ complete -c mispctl -n "__fish_mispctl_using_subcommand quarantine" -s h -l help
 complete -c mispctl -n "__fish_mispctl_using_subcommand release" -l socket -d 'The daemon\'s query socket' -r -F
 complete -c mispctl -n "__fish_mispctl_using_subcommand release" -l json -d 'Print the daemon\'s JSON instead of human-readable text'
 complete -c mispctl -n "__fish_mispctl_using_subcommand release" -s h -l help -d 'Print help'
-complete -c mispctl -n "__fish_mispctl_using_subcommand export" -l format -d 'plain (one value a line), json (JSON lines), nft (set elements for `nft -f`), suricata (dataset), zeek (Intel framework file) or rpz (DNS response policy zone)' -r
+complete -c mispctl -n "__fish_mispctl_using_subcommand export" -l format -d 'plain (one value a line), json (JSON lines), nft (an nftables script for `nft -f` that declares table `inet mispd` with sets mispd_v4 and mispd_v6), suricata (a dataset file), zeek (Intel framework file) or rpz (DNS response policy zone)' -r
 complete -c mispctl -n "__fish_mispctl_using_subcommand export" -l type -d 'Only this indicator kind or MISP type (e.g. `ip`, `domain`, `sha256`)' -r
 complete -c mispctl -n "__fish_mispctl_using_subcommand export" -l source -d 'Only indicators from this source' -r
+complete -c mispctl -n "__fish_mispctl_using_subcommand export" -l table -d 'nft: the table (and set-name prefix) to declare instead of `mispd`' -r
+complete -c mispctl -n "__fish_mispctl_using_subcommand export" -l dataset -d 'suricata: domains (default), urls, md5, sha1, sha256, ipv4 or ipv6' -r
 complete -c mispctl -n "__fish_mispctl_using_subcommand export" -l socket -d 'The daemon\'s query socket' -r -F
 complete -c mispctl -n "__fish_mispctl_using_subcommand export" -l json -d 'Print the daemon\'s JSON instead of human-readable text'
 complete -c mispctl -n "__fish_mispctl_using_subcommand export" -s h -l help -d 'Print help'
