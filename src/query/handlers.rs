@@ -329,7 +329,8 @@ async fn lookup_post(req: Request<Incoming>, ctx: &Ctx) -> Resp {
             .map(|p| {
                 let (owned, view) = (owned.clone(), view.clone());
                 tokio::task::spawn_blocking(move || {
-                    let part = &owned[p * per..((p + 1) * per).min(owned.len())];
+                    let len = owned.len();
+                    let part = &owned[(p * per).min(len)..((p + 1) * per).min(len)];
                     let mut out = Vec::with_capacity(part.len() * ANSWER_BYTES);
                     let hits = write_answers(&mut out, &view, part.iter().map(|v| v.as_str()));
                     (out, hits)
@@ -337,13 +338,18 @@ async fn lookup_post(req: Request<Incoming>, ctx: &Ctx) -> Resp {
             })
             .collect();
         let mut hits = 0;
-        for (p, task) in tasks.into_iter().enumerate() {
+        let mut written = false;
+        for task in tasks {
             match task.await {
                 Ok((part, h)) => {
-                    if p > 0 {
+                    if part.is_empty() {
+                        continue;
+                    }
+                    if written {
                         out.push(b',');
                     }
                     out.extend_from_slice(&part);
+                    written = true;
                     hits += h;
                 }
                 Err(e) => {
