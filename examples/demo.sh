@@ -29,7 +29,7 @@ done
 echo; echo "== mispctl status"
 "$bin/mispctl" status
 
-echo; echo "== mispctl lookup (listed: exact, subdomain, IP, defanged URL, hash, email; not listed: benign)"
+echo; echo "== mispctl lookup (listed: exact, subdomain, IP, a URL the feed listed defanged (hxxp), asked refanged, hash, email; not listed: benign)"
 "$bin/mispctl" lookup wordpress.agrupem.com cdn.claudfront.net 62.171.178.147 \
   'http://103.167.92.57/xx_cloudprotect/vbc.exe' \
   4996180b2fa1045aab5d36f46983e91dadeebfd4f765d69fa50eba4edf310acf \
