@@ -495,6 +495,9 @@ fn tidy_key_path(s: &str) -> String {
 /// (the whole value, or a run of letters and digits inside it, as in `https://misp/?key=...`).
 fn find_key_like_string(v: &toml::Value, at: &str) -> Option<String> {
     match v {
+        // A public-key pin is a hash of public data; its base64 can hold a 40-character run of
+        // letters and digits by chance, which must not read as a key.
+        toml::Value::String(s) if s.parse::<crate::tls::Pin>().is_ok() => None,
         toml::Value::String(s) => alnum_runs(s)
             .any(crate::credentials::looks_like_api_key)
             .then(|| at.to_string()),
@@ -559,6 +562,26 @@ pins = ["sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]
             .to_string();
         assert!(err.contains("intervall"), "{err}");
         assert!(err.contains("mispd.toml"), "{err}");
+    }
+
+    #[test]
+    fn a_pin_is_never_taken_for_a_key() {
+        // Random test certificates sometimes give a pin like this: 40 letters and digits, then
+        // `+`. It used to be refused as "a MISP API key" (a flaky end-to-end test found it).
+        let pin = format!("sha256//{}+AA=", "Ab3".repeat(13) + "Z");
+        assert!(pin.parse::<crate::tls::Pin>().is_ok(), "{pin}");
+        let cfg =
+            load(&MINIMAL.replace("sha256//AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", &pin))
+                .unwrap();
+        assert_eq!(cfg.sources[0].pins.len(), 1);
+        // The same run anywhere else still is.
+        let err = load(&format!(
+            "{MINIMAL}tags = [\"{}\"]\n",
+            "Ab3".repeat(13) + "Z"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("looks like a MISP API key"), "{err}");
     }
 
     #[test]
