@@ -7,7 +7,7 @@ use super::plan::{self, Cursor, Mode, Store};
 use crate::config::{SourceKind, SourceSettings};
 use crate::misp::client::SharedKey;
 use crate::misp::{ClientError, FeedClient, FeedError, MispClient};
-use crate::model::{now_epoch, Indicator, Rejection};
+use crate::model::{now_epoch, Attribute, Indicator, Rejection};
 use crate::validate::Validator;
 use arc_swap::ArcSwap;
 use std::collections::{HashMap, HashSet};
@@ -110,7 +110,7 @@ impl Worker {
         let interval = self.settings.interval.0;
         let mut failures: u32 = 0;
         if !state.store.is_empty() {
-            if let Some(ev) = self.validate(&state, None, Instant::now(), false).await {
+            if let Some(ev) = self.validate(&mut state, None, Instant::now(), false).await {
                 let _ = self.events.send(ev);
             }
         }
@@ -126,7 +126,7 @@ impl Worker {
             let wait = match result {
                 Ok(key_expires) => {
                     failures = 0;
-                    if let Some(ev) = self.validate(&state, key_expires, started, true).await {
+                    if let Some(ev) = self.validate(&mut state, key_expires, started, true).await {
                         let _ = self.events.send(ev);
                     }
                     interval
@@ -161,7 +161,7 @@ impl Worker {
                         // MISP is down), re-validating the empty store would publish "nothing"
                         // past the breakers and unlist the whole last known-good set.
                         if has_synced(&state) {
-                            if let Some(ev) = self.validate(&state, None, Instant::now(), false).await {
+                            if let Some(ev) = self.validate(&mut state, None, Instant::now(), false).await {
                                 let _ = self.events.send(ev);
                             }
                         }
@@ -174,47 +174,40 @@ impl Worker {
     /// Validate the selected attributes of the store on a blocking thread.
     async fn validate(
         &self,
-        state: &WorkerState,
+        state: &mut WorkerState,
         key_expires: Option<String>,
         started: Instant,
         fetched: bool,
     ) -> Option<WorkerEvent> {
         let now = now_epoch();
-        let selected: Vec<_> = state
-            .store
-            .iter()
-            .filter(|a| plan::selected(a, &self.settings, now))
-            .cloned()
-            .collect();
         let validator = self.validator.load_full();
         let name = self.name.clone();
+        let settings = self.settings.clone();
+        // The store goes to the blocking pool and comes back: no copy of a million attributes.
+        let store = std::mem::take(&mut state.store);
         let judged = tokio::task::spawn_blocking(move || {
-            let mut indicators = Vec::with_capacity(selected.len());
-            let mut rejected = Vec::new();
-            let mut skipped = 0;
-            // One copy of each event uuid and tag list for the whole set, not one per indicator.
-            let mut interner = crate::validate::Interner::default();
-            for a in &selected {
-                let j = validator.judge(&name, a, now);
-                if j.skipped {
-                    skipped += 1;
-                }
-                for mut ind in j.accepted {
-                    interner.intern(&mut ind);
-                    indicators.push(ind);
-                }
-                rejected.extend(j.rejected);
-            }
-            (indicators, rejected, skipped, selected.len())
+            let selected: Vec<&Attribute> = store
+                .iter()
+                .filter(|a| plan::selected(a, &settings, now))
+                .collect();
+            let judged = judge_all(&validator, &name, &selected, now);
+            let attributes = selected.len();
+            drop(selected);
+            (store, judged, attributes)
         })
         .await;
-        let (indicators, rejected, skipped, attributes) = match judged {
+        let (store, judged, attributes) = match judged {
             Ok(j) => j,
             Err(e) => {
-                tracing::error!(source = %self.name, error = %e, "validation task failed");
+                // The store went with the task: start over with a full sync, never an
+                // incremental one on an empty store (it would look like a mass deletion).
+                tracing::error!(source = %self.name, error = %e, "validation task failed; the next sync is a full one");
+                *state = WorkerState::default();
                 return None;
             }
         };
+        state.store = store;
+        let (indicators, rejected, skipped) = judged;
         Some(WorkerEvent::Synced {
             source: self.name.clone(),
             indicators,
@@ -343,6 +336,55 @@ impl Worker {
     }
 }
 
+/// Attributes per thread below which a set is judged on one thread.
+const PARALLEL_JUDGE: usize = 20_000;
+
+/// Judges every attribute, spread over the cores for large sets; results keep the input order.
+/// Indicators share the store's strings (the store interned them), so nothing is copied per
+/// indicator but its value.
+fn judge_all(
+    validator: &Validator,
+    source: &Arc<str>,
+    attrs: &[&Attribute],
+    now: i64,
+) -> (Vec<Indicator>, Vec<Rejection>, usize) {
+    let judge = |part: &[&Attribute]| {
+        let mut indicators = Vec::with_capacity(part.len());
+        let mut rejected = Vec::new();
+        let mut skipped = 0;
+        for a in part {
+            let j = validator.judge(source, a, now);
+            skipped += usize::from(j.skipped);
+            indicators.extend(j.accepted);
+            rejected.extend(j.rejected);
+        }
+        (indicators, rejected, skipped)
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let threads = cores.clamp(1, 4).min(attrs.len() / PARALLEL_JUDGE).max(1);
+    if threads == 1 {
+        return judge(attrs);
+    }
+    let per = attrs.len().div_ceil(threads);
+    let parts: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = attrs
+            .chunks(per)
+            .map(|part| scope.spawn(move || judge(part)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut out = (Vec::with_capacity(attrs.len()), Vec::new(), 0);
+    for (indicators, rejected, skipped) in parts {
+        out.0.extend(indicators);
+        out.1.extend(rejected);
+        out.2 += skipped;
+    }
+    out
+}
+
 /// Whether the worker's store reflects a completed sync (MISP: a full sync; feeds: any sync).
 fn has_synced(state: &WorkerState) -> bool {
     state.cursor.last_full.is_some()
@@ -391,6 +433,60 @@ pub fn fetcher_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn judging_in_parallel_gives_what_one_thread_gives_in_order() {
+        let settings = crate::validate::Settings {
+            warninglists: vec![],
+            allowlist: None,
+            ..Default::default()
+        };
+        let (v, _) = Validator::load(&settings, crate::validate::Protected::default());
+        let attrs: Vec<Attribute> = (0..3 * PARALLEL_JUDGE + 17)
+            .map(|i| {
+                let (t, value) = match i % 5 {
+                    0 => ("domain", format!("d{i}.example-c2.net")),
+                    1 => (
+                        "ip-dst",
+                        format!("11.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255),
+                    ),
+                    2 => ("domain", format!("not a domain {i}")),
+                    3 => ("comment", format!("free text {i}")),
+                    _ => (
+                        "domain|ip",
+                        format!("p{i}.example-c2.net|12.0.{}.{}", i >> 8 & 255, i & 255),
+                    ),
+                };
+                Attribute {
+                    uuid: format!("00000000-0000-4000-8000-{i:012x}").into(),
+                    event_uuid: Some("e1".into()),
+                    misp_type: t.into(),
+                    category: "Network activity".into(),
+                    value: value.into(),
+                    to_ids: true,
+                    deleted: false,
+                    timestamp: 1,
+                    tags: Arc::from(Vec::new()),
+                    last_seen: None,
+                    event_published: None,
+                }
+            })
+            .collect();
+        let refs: Vec<&Attribute> = attrs.iter().collect();
+        let source: Arc<str> = Arc::from("s");
+        let (ind, rej, skipped) = judge_all(&v, &source, &refs, 0);
+        let mut one = (Vec::new(), Vec::new(), 0);
+        for a in &refs {
+            let j = v.judge(&source, a, 0);
+            one.0.extend(j.accepted);
+            one.1.extend(j.rejected);
+            one.2 += usize::from(j.skipped);
+        }
+        assert_eq!(skipped, one.2);
+        assert!(skipped > 0 && !rej.is_empty() && ind.len() > attrs.len() / 2);
+        assert_eq!(ind, one.0, "same indicators in the same order");
+        assert_eq!(rej, one.1);
+    }
 
     #[test]
     fn backoff_grows_and_is_capped_by_interval() {
