@@ -139,7 +139,8 @@ pub fn encode(snap: &Snapshot) -> Vec<u8> {
     snap.index.write_to(&mut out);
     for s in &snap.sources {
         for set in [s.own.as_deref(), s.held.as_ref()].into_iter().flatten() {
-            Index::build(set.clone()).write_to(&mut out);
+            let refs: Vec<&Indicator> = set.iter().collect();
+            Index::build_from(&refs).write_to(&mut out);
         }
     }
     out

@@ -129,13 +129,12 @@ fn low_trust_needs_corroboration_and_the_snapshot_index_follows_config_changes()
 
     // Source `a` removed and `b` trusted now: the index is rebuilt from the snapshot's sets,
     // so b's uncorroborated value is served and a's values are gone, with no feed reachable.
-    let config = head + &feed_source("b", &feed_b, "normal");
-    std::fs::write(
-        &config_path,
-        config.replace("{dir}", tmp.path().to_str().unwrap()),
-    )
-    .unwrap();
-    let mut d = start_with(tmp.path(), &config_path, &[]);
+    // `start` writes the configuration to the same mispd.toml (config_path).
+    let mut d = start(
+        tmp.path(),
+        &(head + &feed_source("b", &feed_b, "normal")),
+        &[],
+    );
     ready(&mut d);
     assert_eq!(sources_of(&d, ONLY_B), ["b"], "{}", d.log_text());
     assert_eq!(sources_of(&d, BOTH), ["b"]);
@@ -150,13 +149,12 @@ fn low_trust_needs_corroboration_and_the_snapshot_index_follows_config_changes()
 
     // And back to low trust: only the corroborated part could be served, and no normal source
     // is left to corroborate anything.
-    let config = e2e_support::config_head("") + &feed_source("b", &feed_b, "low");
-    std::fs::write(
-        &config_path,
-        config.replace("{dir}", tmp.path().to_str().unwrap()),
-    )
-    .unwrap();
-    let mut d = start_with(tmp.path(), &config_path, &[]);
+    // `start` writes the configuration to the same mispd.toml (config_path).
+    let mut d = start(
+        tmp.path(),
+        &(e2e_support::config_head("") + &feed_source("b", &feed_b, "low")),
+        &[],
+    );
     ready(&mut d);
     assert!(sources_of(&d, ONLY_B).is_empty());
     assert!(sources_of(&d, BOTH).is_empty());

@@ -425,15 +425,7 @@ mod tests {
 
     #[test]
     fn out_of_order_or_shared_records_are_refused() {
-        let ix = sample();
-        let mut p = Parts {
-            arena: ix.arena.clone(),
-            entries: ix.entries.clone(),
-            recs: ix.recs.clone(),
-            strings: ix.strings.clone(),
-            tag_sets: ix.tag_sets.clone(),
-            note_sets: ix.note_sets.clone(),
-        };
+        let mut p = parts_of(&sample());
         assert_eq!(check(&p, 1000), Ok(()));
         // Two values trade places, their records stay: the table is no longer sorted.
         let (a, b) = (p.entries[0], p.entries[1]);

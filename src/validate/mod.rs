@@ -659,9 +659,9 @@ pub(crate) fn is_subdomain_of(child: &str, parent: &str) -> bool {
         && child.as_bytes()[child.len() - parent.len() - 1] == b'.'
 }
 
-/// Makes indicators of one sync share their repeated strings (event uuids, categories, tag
-/// lists): run every accepted indicator through one `Interner` before building the index, so a
-/// million indicators keep one copy of each.
+/// Makes the attributes of a sync store share their repeated strings (event uuids, types,
+/// categories, tag lists), so a million attributes, and the indicators validated from them,
+/// keep one copy of each.
 #[derive(Clone, Debug, Default)]
 pub struct Interner {
     strings: HashSet<Arc<str>>,
@@ -707,25 +707,6 @@ impl Interner {
         }
         a.tags = self.tags(&a.tags);
     }
-
-    pub fn intern(&mut self, ind: &mut Indicator) {
-        let p = &mut ind.provenance;
-        p.source = self.str(&p.source);
-        p.misp_type = self.str(&p.misp_type);
-        p.category = self.str(&p.category);
-        if let Some(e) = &p.event_uuid {
-            p.event_uuid = Some(self.str(e));
-        }
-        let tags: Vec<Arc<str>> = p.tags.iter().map(|t| self.str(t)).collect();
-        p.tags = match self.tag_lists.get(&tags[..]) {
-            Some(t) => t.clone(),
-            None => {
-                let t: Arc<[Arc<str>]> = tags.into();
-                self.tag_lists.insert(t.clone());
-                t
-            }
-        };
-    }
 }
 
 #[cfg(test)]
@@ -762,9 +743,8 @@ mod tests {
         assert!(w.is_empty(), "{w:?}");
         let src: Arc<str> = Arc::from("feed");
         let judge = |a: &Attribute| v.judge(&src, a, 0).accepted;
-        // Unshared attributes (straight from a decoder): each indicator has its own strings,
-        // until an Interner makes them share.
-        let mut inds: Vec<Indicator> = ["a-evil.xyz", "b-evil.xyz"]
+        // Unshared attributes (straight from a decoder): each indicator has its own strings.
+        let inds: Vec<Indicator> = ["a-evil.xyz", "b-evil.xyz"]
             .iter()
             .flat_map(|d| judge(&attr("domain", d, "ev-1")))
             .collect();
@@ -773,18 +753,6 @@ mod tests {
             inds[0].provenance.event_uuid.as_ref().unwrap(),
             inds[1].provenance.event_uuid.as_ref().unwrap()
         ));
-        let mut i = Interner::default();
-        for ind in &mut inds {
-            i.intern(ind);
-        }
-        let (a, b) = (&inds[0].provenance, &inds[1].provenance);
-        assert!(Arc::ptr_eq(
-            a.event_uuid.as_ref().unwrap(),
-            b.event_uuid.as_ref().unwrap()
-        ));
-        assert!(Arc::ptr_eq(&a.tags, &b.tags));
-        assert_eq!(&*a.tags[1], "infoblox");
-
         // Attributes shared as the sync store shares them: the indicators point at the very
         // same strings, no copy per indicator.
         let mut store = Interner::default();
