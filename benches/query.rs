@@ -161,36 +161,54 @@ fn queries(index: &Index) -> Vec<String> {
 }
 
 /// A hyper server on a Unix socket that answers every request with a fixed small JSON body:
-/// the cost of the transport alone.
-async fn floor_server(path: PathBuf) {
-    let listener = tokio::net::UnixListener::bind(&path).unwrap();
-    loop {
-        let (stream, _) = listener.accept().await.unwrap();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(|_req| async {
-                let mut r = Response::new(Full::new(Bytes::from_static(
-                    br#"{"value":"x","listed":false,"matches":[]}"#,
-                )));
-                r.headers_mut().insert(
-                    hyper::header::CONTENT_TYPE,
-                    hyper::header::HeaderValue::from_static("application/json"),
-                );
-                Ok::<_, std::convert::Infallible>(r)
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
+/// the cost of the transport alone. It runs on a query runtime like mispd's, busy-polling alike.
+fn floor_server(path: PathBuf, busy: Duration) {
+    let (rt, poll) = query::runtime::build(busy).unwrap();
+    let listener = {
+        let _guard = rt.enter();
+        tokio::net::UnixListener::bind(&path).unwrap()
+    };
+    std::thread::spawn(move || {
+        rt.block_on(async move {
+            use std::os::fd::AsFd;
+            if let Some(p) = &poll {
+                p.watch(listener.as_fd());
+            }
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                if let Some(p) = &poll {
+                    p.watch(stream.as_fd());
+                }
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|_req| async {
+                        let mut r = Response::new(Full::new(Bytes::from_static(
+                            br#"{"value":"x","listed":false,"matches":[]}"#,
+                        )));
+                        r.headers_mut().insert(
+                            hyper::header::CONTENT_TYPE,
+                            hyper::header::HeaderValue::from_static("application/json"),
+                        );
+                        Ok::<_, std::convert::Infallible>(r)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        })
+    });
 }
 
 /// A minimal blocking HTTP/1.1 client on one keep-alive Unix-socket connection, run on its own
 /// OS thread: it writes a request and reads one `Content-Length` response. A client this thin
-/// keeps the measurement about the server, as an external load generator would.
+/// keeps the measurement about the server, as an external load generator would. A spinning
+/// client polls its non-blocking socket instead of sleeping in `read`, as load generators built
+/// on a spinning scheduler (Go's) effectively do.
 struct Client {
     stream: UnixStream,
     buf: Vec<u8>,
+    spin: bool,
 }
 
 impl Client {
@@ -198,12 +216,43 @@ impl Client {
         Client {
             stream: UnixStream::connect(path).unwrap(),
             buf: Vec::with_capacity(1 << 16),
+            spin: false,
+        }
+    }
+
+    fn spinning(path: &Path) -> Client {
+        let c = Client::connect(path);
+        c.stream.set_nonblocking(true).unwrap();
+        Client { spin: true, ..c }
+    }
+
+    fn read(&mut self, chunk: &mut [u8]) -> usize {
+        loop {
+            match self.stream.read(chunk) {
+                Ok(k) => return k,
+                Err(e) if self.spin && e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::hint::spin_loop()
+                }
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    fn send(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            match self.stream.write(bytes) {
+                Ok(k) => bytes = &bytes[k..],
+                Err(e) if self.spin && e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::hint::spin_loop()
+                }
+                Err(e) => panic!("write: {e}"),
+            }
         }
     }
 
     fn get(&mut self, uri: &str) -> (u16, usize) {
         let req = format!("GET {uri} HTTP/1.1\r\nHost: localhost\r\n\r\n");
-        self.stream.write_all(req.as_bytes()).unwrap();
+        self.send(req.as_bytes());
         self.response()
     }
 
@@ -212,8 +261,8 @@ impl Client {
             "POST {uri} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
-        self.stream.write_all(head.as_bytes()).unwrap();
-        self.stream.write_all(body).unwrap();
+        self.send(head.as_bytes());
+        self.send(body);
         self.response()
     }
 
@@ -225,7 +274,7 @@ impl Client {
             if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i + 4;
             }
-            let k = self.stream.read(&mut chunk).unwrap();
+            let k = self.read(&mut chunk);
             assert!(k > 0, "server closed the connection");
             self.buf.extend_from_slice(&chunk[..k]);
         };
@@ -240,7 +289,7 @@ impl Client {
             })
             .expect("a Content-Length response");
         while self.buf.len() < head_end + len {
-            let k = self.stream.read(&mut chunk).unwrap();
+            let k = self.read(&mut chunk);
             assert!(k > 0, "server closed the connection");
             self.buf.extend_from_slice(&chunk[..k]);
         }
@@ -256,8 +305,12 @@ struct Run {
     errors: usize,
 }
 
-fn single(path: &Path, uris: &[String]) -> Run {
-    let mut c = Client::connect(path);
+fn single(path: &Path, uris: &[String], spin: bool) -> Run {
+    let mut c = if spin {
+        Client::spinning(path)
+    } else {
+        Client::connect(path)
+    };
     for u in uris.iter().take(2000) {
         c.get(u);
     }
@@ -406,6 +459,23 @@ fn main() {
         bytes / 200_000
     );
 
+    // MISPD_BENCH_IN_PROCESS_ONLY=N: repeat the encoded lookups N times more and stop there,
+    // for profiling the lookup path alone.
+    if let Ok(n) = std::env::var("MISPD_BENCH_IN_PROCESS_ONLY") {
+        let n: usize = n.parse().expect("MISPD_BENCH_IN_PROCESS_ONLY=N: a count");
+        let t = Instant::now();
+        for _ in 0..n {
+            for q in queries.iter().take(200_000) {
+                out.clear();
+                query::write_lookup(&mut out, &view, q);
+            }
+        }
+        println!(
+            "index + warninglists + JSON, {n} more rounds: {:.0} lookups/s",
+            (n * 200_000) as f64 / t.elapsed().as_secs_f64()
+        );
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let settings = Settings {
         socket: dir.path().join("query.sock"),
@@ -415,20 +485,32 @@ fn main() {
     };
     let (admin, _admin_rx) = tokio::sync::mpsc::channel(1);
     let shared = Shared::new(view, admin);
-    // The server side runs as in the daemon: a multi-thread runtime with a worker per core.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let sock = settings.socket.clone();
-    let floor_sock = dir.path().join("floor.sock");
+    // The server side runs as in the daemon: `query::Service`, a thread and runtime of its own
+    // that busy-polls for `query.busy-poll` (default 100 us; MISPD_BENCH_BUSY_POLL overrides)
+    // before it sleeps. A second service and floor that never busy-poll show what it buys.
+    let busy = std::env::var("MISPD_BENCH_BUSY_POLL")
+        .ok()
+        .map(|s| humantime::parse_duration(&s).unwrap())
+        .unwrap_or(Settings::default().busy_poll.0);
     let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-    {
-        let _guard = rt.enter();
+    let mut services = Vec::new();
+    let mut serve = |name: &str, busy: Duration| {
+        let settings = Settings {
+            socket: dir.path().join(format!("{name}.sock")),
+            busy_poll: query::HumanDuration(busy),
+            ..settings.clone()
+        };
         let listener = query::bind(&settings).unwrap();
-        rt.spawn(query::serve(listener, shared.clone(), settings, stop_rx));
-        rt.spawn(floor_server(floor_sock.clone()));
-    }
+        services.push(
+            query::Service::start(listener, shared.clone(), settings.clone(), stop_rx.clone())
+                .unwrap(),
+        );
+        let floor = dir.path().join(format!("{name}-floor.sock"));
+        floor_server(floor.clone(), busy);
+        (settings.socket, floor)
+    };
+    let (sock, floor_sock) = serve("polling", busy);
+    let (sock_np, floor_np) = serve("sleeping", Duration::ZERO);
     std::thread::sleep(Duration::from_millis(100));
 
     let uris: Vec<String> = queries
@@ -442,30 +524,62 @@ fn main() {
 
     // Alternate floor and mispd runs so that load from elsewhere hits both alike; report the
     // median round of each.
-    let mut floors = Vec::new();
-    let mut reals = Vec::new();
-    for round in 0..5 {
-        let part = &uris[round * 20_000..(round + 1) * 20_000];
-        floors.push(single(&floor_sock, part));
-        reals.push(single(&sock, part));
-    }
     let median = |mut v: Vec<Run>| {
         v.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
         v.swap_remove(v.len() / 2)
     };
-    let errors: usize = reals.iter().map(|r| r.errors).sum();
-    let (floor, real) = (median(floors), median(reals));
-    println!(
-        "floor  (bare hyper): {:>9.0} req/s  p50 {:>5.1} us  p99 {:>5.1} us   (median of 5 rounds of 20000)",
-        floor.per_sec, floor.p50_us, floor.p99_us
-    );
-    println!(
-        "lookup (mispd):      {:>9.0} req/s  p50 {:>5.1} us  p99 {:>5.1} us  errors {errors}  = {:.0}% of floor",
-        real.per_sec,
-        real.p50_us,
-        real.p99_us,
-        100.0 * real.per_sec / floor.per_sec
-    );
+    let mut one_connection = 0.0;
+    for (label, sock, floor_sock, spin) in [
+        (
+            format!(
+                "busy-poll {}, blocking client",
+                humantime::format_duration(busy)
+            ),
+            &sock,
+            &floor_sock,
+            false,
+        ),
+        (
+            "busy-poll off, blocking client".to_string(),
+            &sock_np,
+            &floor_np,
+            false,
+        ),
+        (
+            format!(
+                "busy-poll {}, spinning client",
+                humantime::format_duration(busy)
+            ),
+            &sock,
+            &floor_sock,
+            true,
+        ),
+    ] {
+        let mut floors = Vec::new();
+        let mut reals = Vec::new();
+        for round in 0..5 {
+            let part = &uris[round * 20_000..(round + 1) * 20_000];
+            floors.push(single(floor_sock, part, spin));
+            reals.push(single(sock, part, spin));
+        }
+        let errors: usize = reals.iter().map(|r| r.errors).sum();
+        let (floor, real) = (median(floors), median(reals));
+        if one_connection == 0.0 {
+            one_connection = real.per_sec;
+        }
+        println!("single lookups, one keep-alive connection, {label}:");
+        println!(
+            "  floor  (bare hyper): {:>9.0} req/s  p50 {:>5.1} us  p99 {:>5.1} us   (median of 5 rounds of 20000)",
+            floor.per_sec, floor.p50_us, floor.p99_us
+        );
+        println!(
+            "  lookup (mispd):      {:>9.0} req/s  p50 {:>5.1} us  p99 {:>5.1} us  errors {errors}  = {:.0}% of floor",
+            real.per_sec,
+            real.p50_us,
+            real.p99_us,
+            100.0 * real.per_sec / floor.per_sec
+        );
+    }
 
     // Batches of 1000 values per request, over one connection.
     let bodies: Vec<Vec<u8>> = queries
@@ -517,7 +631,7 @@ fn main() {
     println!(
         "256 connections x 400 lookups: {:.0} req/s, errors {errors} (one connection: {:.0} req/s)",
         256.0 * 400.0 / took.as_secs_f64(),
-        real.per_sec
+        one_connection
     );
     let rss = rss_kib();
     println!(

@@ -102,12 +102,8 @@ pub async fn run(
         None => query::bind(&query_settings).map_err(|e| DaemonError::Socket(e.to_string()))?,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(query::serve(
-        listener,
-        shared.clone(),
-        query_settings.clone(),
-        stop_rx,
-    ));
+    let server = query::Service::start(listener, shared.clone(), query_settings.clone(), stop_rx)
+        .map_err(|e| DaemonError::Socket(e.to_string()))?;
     tracing::info!(socket = %query_settings.socket.display(), "query service listening");
     notify::ready(&supervisor.status_line());
 
@@ -116,8 +112,10 @@ pub async fn run(
         .await
         .map_err(DaemonError::Signals)?;
     let _ = stop_tx.send(true);
-    if tokio::time::timeout(DRAIN_TIMEOUT, server).await.is_err() {
-        tracing::warn!("in-flight queries did not finish in time");
+    match tokio::time::timeout(DRAIN_TIMEOUT, server.stopped()).await {
+        Err(_) => tracing::warn!("in-flight queries did not finish in time"),
+        Ok(Err(e)) => tracing::warn!("the query service ended with an error: {e}"),
+        Ok(Ok(())) => {}
     }
     // A socket systemd owns stays; one we bound is ours to remove.
     if bound_here {

@@ -62,6 +62,63 @@ pub fn release_free_memory() {
     }
 }
 
+/// An epoll set of our own that only answers "has anything arrived?" without blocking. The
+/// query thread polls it while it busy-waits before sleeping (see `query::runtime`); tokio's
+/// own epoll set still does the real I/O. Registrations are edge-triggered, so a probe reports
+/// each arrival once and never keeps reporting data tokio has not read yet.
+pub struct ArrivalProbe {
+    ep: std::os::fd::OwnedFd,
+}
+
+impl ArrivalProbe {
+    pub fn new() -> io::Result<ArrivalProbe> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: epoll_create1 takes no pointers; a non-negative result is a new descriptor
+        // that nothing else owns, so OwnedFd may take it.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(ArrivalProbe {
+            ep: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Watches `fd` for input and hang-ups. The kernel drops the registration by itself when
+    /// the socket is closed.
+    pub fn watch(&self, fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+            u64: 0,
+        };
+        // SAFETY: both descriptors are open for the duration of the call and `ev` is a valid
+        // epoll_event the kernel only reads.
+        let rc = unsafe {
+            libc::epoll_ctl(
+                self.ep.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                fd.as_raw_fd(),
+                &mut ev,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// True when something arrived on a watched descriptor since the last call that said so.
+    pub fn arrived(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut ev = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        // SAFETY: `ev` has room for the 8 events we allow the kernel to write; timeout 0 never
+        // blocks.
+        let n = unsafe { libc::epoll_wait(self.ep.as_raw_fd(), ev.as_mut_ptr(), 8, 0) };
+        n > 0
+    }
+}
+
 /// systemd socket activation: take over the listening socket systemd passed as fd 3.
 /// The first passed socket when `LISTEN_PID` names this process and `LISTEN_FDS` >= 1.
 /// The variables are removed so that the descriptor is claimed once and children do not see them.

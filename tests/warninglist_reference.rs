@@ -186,8 +186,56 @@ fn looks_like_name(v: &str) -> bool {
 }
 
 /// (list id, covers) for every list hit by a canonical value.
+/// The MISP types a raw value of this shape is stored as, for the pattern lists (substring,
+/// regex), which a lookup applies only to values of a shape their `matching_attributes` name
+/// (docs/query-api.md). `None`: no known shape, every list applies.
+fn shape_types(v: &str) -> Option<&'static [&'static str]> {
+    let hex = !v.is_empty() && v.bytes().all(|b| b.is_ascii_hexdigit());
+    if to_net(v).is_some() {
+        Some(&[
+            "ip-src",
+            "ip-dst",
+            "ip-src|port",
+            "ip-dst|port",
+            "domain|ip",
+        ])
+    } else if v.contains("://") {
+        Some(&["url", "uri", "link"])
+    } else if looks_like_name(v) {
+        Some(&["domain", "hostname", "domain|ip", "hostname|port"])
+    } else if v.contains('@') {
+        Some(&[
+            "email",
+            "email-src",
+            "email-dst",
+            "target-email",
+            "whois-registrant-email",
+            "dns-soa-email",
+        ])
+    } else if hex && [32, 40, 56, 64, 96, 128].contains(&v.len()) {
+        Some(&[
+            "md5",
+            "sha1",
+            "sha224",
+            "sha256",
+            "sha384",
+            "sha512",
+            "filename|md5",
+            "filename|sha1",
+            "filename|sha256",
+        ])
+    } else {
+        None
+    }
+}
+
 fn reference_hits(lists: &[RefList], v: &str) -> Vec<(usize, bool)> {
     let net = to_net(v);
+    let shape = shape_types(v);
+    let pattern_applies = |l: &RefList| match (shape, &l.matching) {
+        (Some(types), Some(m)) => m.iter().any(|t| types.contains(&t.as_str())),
+        _ => true,
+    };
     let is_name = net.is_none() && looks_like_name(v);
     let host = host_of(v);
     // the registrable domain of the value's host (names and URLs)
@@ -230,6 +278,7 @@ fn reference_hits(lists: &[RefList], v: &str) -> Vec<(usize, bool)> {
                     .collect();
                 (!hits.is_empty()).then(|| hits.iter().any(|&c| c))
             }),
+            Entries::Substring(_) | Entries::Regex(_) if !pattern_applies(l) => None,
             Entries::Substring(subs) => {
                 let hits: Vec<bool> = subs
                     .iter()
@@ -457,4 +506,30 @@ fn warninglist_verdicts_match_the_reference() {
         with_hits > 1000 && compared_verdicts > 2000,
         "{with_hits} {compared_verdicts}"
     );
+}
+
+/// Pattern lists apply by shape: the disposable-e-mail substrings to e-mail addresses (and
+/// names, as halves of `domain|ip`), not to a URL that merely contains one; the phone-number
+/// regexes not to a hash; exact lists to every value, whatever else it could be.
+#[test]
+fn lookups_apply_pattern_lists_by_shape() {
+    let settings = Settings {
+        warninglists: vec![warninglists_dir()],
+        allowlist: None,
+        ..Settings::default()
+    };
+    let (v, _) = Validator::load(&settings, Protected::default());
+    let ids = |value: &str| -> BTreeSet<String> {
+        v.warninglist_hits(value)
+            .into_iter()
+            .map(|h| h.list)
+            .collect()
+    };
+    assert!(ids("someone@0815.ru").contains("disposable-email"));
+    assert!(ids("login-1230815.ru").contains("disposable-email"));
+    assert!(!ids("http://login-1230815.ru/a").contains("disposable-email"));
+    assert!(ids("+11235550199").contains("phone_numbers"));
+    assert!(!ids("aaaaaaaaaaaaaaaaaaaaaa1235550199").contains("phone_numbers"));
+    // `3::` is an IPv6 address and the ssdeep of an empty file: an exact list still applies.
+    assert!(ids("3::").contains("empty-hashes"));
 }

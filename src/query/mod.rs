@@ -13,6 +13,8 @@ mod export;
 mod handlers;
 pub use handlers::{parse_lookup_body, parse_lookup_query, BadRequest};
 mod metrics;
+pub mod runtime;
+pub use runtime::Service;
 
 use crate::state::Shared;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -71,6 +73,9 @@ pub struct Settings {
     pub allowed_uids: Vec<u32>,
     /// Groups (names or numbers) whose members may connect (primary or supplementary group).
     pub allowed_groups: Vec<String>,
+    /// How long the query thread polls for the next request before it sleeps (`"0s"`: never).
+    /// Trades up to this much CPU per idle period for lower latency; see docs/performance.md.
+    pub busy_poll: HumanDuration,
 }
 
 impl Default for Settings {
@@ -86,6 +91,7 @@ impl Default for Settings {
             request_timeout: HumanDuration(Duration::from_secs(10)),
             allowed_uids: Vec::new(),
             allowed_groups: Vec::new(),
+            busy_poll: HumanDuration(Duration::from_micros(50)),
         }
     }
 }
@@ -117,6 +123,13 @@ impl Settings {
                 return Err(format!("query.{key} must be longer than zero"));
             }
         }
+        if self.busy_poll.0 > MAX_BUSY_POLL {
+            return Err(format!(
+                "query.busy-poll: {} is too long; at most {} (or \"0s\" to turn it off)",
+                humantime::format_duration(self.busy_poll.0),
+                humantime::format_duration(MAX_BUSY_POLL)
+            ));
+        }
         if let Some(g) = &self.socket_group {
             resolve_group(g).map_err(|e| format!("query.socket-group: {e}"))?;
         }
@@ -139,6 +152,10 @@ impl Settings {
             })
     }
 }
+
+/// The longest `query.busy-poll` accepted: beyond a millisecond the CPU spent buys nothing a
+/// wake-up would not give.
+const MAX_BUSY_POLL: Duration = Duration::from_millis(1);
 
 /// Why the query service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +188,8 @@ pub enum QueryError {
     },
     #[error("cannot use the listening socket: {0}")]
     Listener(std::io::Error),
+    #[error("cannot start the query thread: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// Binds the socket: a stale socket file is removed (anything else at the path is an error),
@@ -251,13 +270,29 @@ pub fn resolve_group(name: &str) -> Result<u32, String> {
 
 /// Serves until `shutdown` turns true (or its sender is dropped), then stops accepting, lets
 /// requests in flight finish for up to five seconds, and returns.
+/// Runs on the caller's runtime without busy-polling; the daemon uses [`Service`].
 pub async fn serve(
     listener: UnixListener,
     shared: Arc<Shared>,
     settings: Settings,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), QueryError> {
+    serve_polled(listener, shared, settings, shutdown, None).await
+}
+
+/// [`serve`], with every socket watched by `poll` when given.
+async fn serve_polled(
+    listener: UnixListener,
+    shared: Arc<Shared>,
+    settings: Settings,
+    mut shutdown: watch::Receiver<bool>,
+    poll: Option<Arc<runtime::BusyPoll>>,
+) -> Result<(), QueryError> {
+    use std::os::fd::AsFd;
     let listener = tokio::net::UnixListener::from_std(listener).map_err(QueryError::Listener)?;
+    if let Some(p) = &poll {
+        p.watch(listener.as_fd());
+    }
     let allowed_gids: Vec<u32> = settings
         .allowed_groups
         .iter()
@@ -282,7 +317,12 @@ pub async fn serve(
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => {
                 let stream = match accepted {
-                    Ok((s, _)) => s,
+                    Ok((s, _)) => {
+                        if let Some(p) = &poll {
+                            p.watch(s.as_fd());
+                        }
+                        s
+                    }
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
                         tracing::warn!(error = %e, "query socket accept failed");
@@ -423,6 +463,10 @@ mod tests {
         };
         assert!(bad.check().unwrap_err().contains("max-batch"));
         assert!(toml::from_str::<Settings>("request-timeout = \"5\"").is_err());
+        let long: Settings = toml::from_str("busy-poll = \"2ms\"").unwrap();
+        assert!(long.check().unwrap_err().contains("query.busy-poll"));
+        let off: Settings = toml::from_str("busy-poll = \"0s\"").unwrap();
+        assert!(off.check().is_ok());
     }
 
     #[test]

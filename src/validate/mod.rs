@@ -303,20 +303,29 @@ impl Validator {
     /// Which loaded warninglists a (raw, user-supplied) value is on, whatever its type.
     pub fn warninglist_hits(&self, value: &str) -> Vec<WarninglistHit> {
         let v = syntax::refang(value.trim()).into_owned();
-        let (text, net, is_name) = if let Ok(n) = syntax::parse_net(&v, true) {
-            (net_text(n), Some(n), false)
+        use warninglist::LookupKind as Shape;
+        let (text, net, is_name, shape) = if let Ok(n) = syntax::parse_net(&v, true) {
+            (net_text(n), Some(n), false, Some(Shape::Address))
         } else if let Some(u) = v
             .contains("://")
             .then(|| crate::normalize::url(&v))
             .flatten()
         {
-            (u, None, false)
+            (u, None, false, Some(Shape::Url))
         } else if let Ok(n) = syntax::name(&v) {
-            (n, None, true)
-        } else if v.contains('@') {
-            (crate::normalize::email(&v).unwrap_or(v), None, false)
+            (n, None, true, Some(Shape::Name))
+        } else if let Some(e) = v
+            .contains('@')
+            .then(|| crate::normalize::email(&v))
+            .flatten()
+        {
+            (e, None, false, Some(Shape::Email))
+        } else if let Some(h) = crate::normalize::hex(&v) {
+            // Only the lengths of the hashes MISP stores; a short hex string may be anything.
+            let hash = matches!(h.len(), 32 | 40 | 56 | 64 | 96 | 128);
+            (h, None, false, hash.then_some(Shape::Hash))
         } else {
-            (crate::normalize::hex(&v).unwrap_or(v), None, false)
+            (v, None, false, None)
         };
         let mut hits = Vec::new();
         let registrable = if is_name || net.is_none() && text.contains("://") {
@@ -331,7 +340,8 @@ impl Validator {
             is_name,
             registrable,
         };
-        self.lists.check(&probe, self.lists.all(), &mut hits);
+        self.lists
+            .check(&probe, self.lists.for_shape(shape), &mut hits);
         hits.iter()
             .map(|h| {
                 let l = &self.lists.lists[h.list as usize];

@@ -172,6 +172,60 @@ pub(crate) struct RawHit {
 }
 
 /// What is tested: the canonical text, and the network when the value is an address.
+/// The shape of a raw value looked up on the query socket, which has no MISP type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LookupKind {
+    Address = 0,
+    Url = 1,
+    Name = 2,
+    Email = 3,
+    Hash = 4,
+}
+
+impl LookupKind {
+    const ALL: [LookupKind; 5] = [
+        LookupKind::Address,
+        LookupKind::Url,
+        LookupKind::Name,
+        LookupKind::Email,
+        LookupKind::Hash,
+    ];
+
+    /// The MISP types a value of this shape is stored as.
+    pub(crate) fn misp_types(self) -> &'static [&'static str] {
+        match self {
+            LookupKind::Address => &[
+                "ip-src",
+                "ip-dst",
+                "ip-src|port",
+                "ip-dst|port",
+                "domain|ip",
+            ],
+            LookupKind::Url => &["url", "uri", "link"],
+            LookupKind::Name => &["domain", "hostname", "domain|ip", "hostname|port"],
+            LookupKind::Email => &[
+                "email",
+                "email-src",
+                "email-dst",
+                "target-email",
+                "whois-registrant-email",
+                "dns-soa-email",
+            ],
+            LookupKind::Hash => &[
+                "md5",
+                "sha1",
+                "sha224",
+                "sha256",
+                "sha384",
+                "sha512",
+                "filename|md5",
+                "filename|sha1",
+                "filename|sha256",
+            ],
+        }
+    }
+}
+
 pub(crate) struct Probe<'a> {
     pub text: &'a str,
     pub net: Option<IpNet>,
@@ -211,8 +265,13 @@ pub(crate) struct Warninglists {
     regexes: Vec<(RegexSet, Vec<u16>)>,
     /// Per indexed MISP type.
     types: HashMap<&'static str, TypeTables>,
-    /// Every list (lookups of raw values, types mispd does not index).
+    /// Every list (types mispd does not index, lookups of values of no known shape).
     all: TypeTables,
+    /// For lookups of raw values, per [`LookupKind`]: every exact list (string, hostname,
+    /// CIDR), and the pattern lists (substring, regex) that apply to some MISP type a value of
+    /// that shape has. An address is not run through the phone-number regexes, nor a domain
+    /// through the disposable-e-mail substrings (`0815.ru` is in `login-1230815.ru`).
+    by_shape: Vec<TypeTables>,
 }
 
 #[derive(Deserialize)]
@@ -596,6 +655,20 @@ impl Warninglists {
             all[i / 64] |= 1 << (i % 64);
         }
         self.all = tables(all, self);
+        for shape in LookupKind::ALL {
+            let mut m = vec![0u64; words];
+            for (i, a) in applies.iter().enumerate() {
+                let pattern = matches!(self.lists[i].kind, ListType::Substring | ListType::Regex);
+                let applies = a
+                    .as_ref()
+                    .is_none_or(|v| v.iter().any(|x| shape.misp_types().contains(&x.as_str())));
+                if !pattern || applies {
+                    m[i / 64] |= 1 << (i % 64);
+                }
+            }
+            let tt = tables(m, self);
+            self.by_shape.push(tt);
+        }
         for t in INDEXED_TYPES {
             let mut m = vec![0u64; words];
             for (i, a) in applies.iter().enumerate() {
@@ -613,8 +686,11 @@ impl Warninglists {
         self.types.get(misp_type).unwrap_or(&self.all)
     }
 
-    pub(crate) fn all(&self) -> &TypeTables {
-        &self.all
+    /// What applies to a raw value of this shape (every list when the shape is unknown).
+    pub(crate) fn for_shape(&self, shape: Option<LookupKind>) -> &TypeTables {
+        shape
+            .and_then(|k| self.by_shape.get(k as usize))
+            .unwrap_or(&self.all)
     }
 
     /// Every list in `mask` the probe hits, in list order, each once.
