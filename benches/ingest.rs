@@ -383,6 +383,30 @@ fn main() {
         rss as f64 * 1024.0 / n as f64,
         hwm / 1024
     );
+    if let Some((in_use, free)) = heap_metrics(&dir.path().join("q.sock")) {
+        println!(
+            "  its heap (mallinfo2, /metrics): {} MB in use, {} MB freed but held",
+            in_use / 1_000_000,
+            free / 1_000_000
+        );
+    }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// `mispd_heap_bytes` in use and free, read from the daemon's `/metrics`.
+fn heap_metrics(sock: &Path) -> Option<(u64, u64)> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let value = |state: &str| {
+        let key = format!("mispd_heap_bytes{{state=\"{state}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    Some((value("in_use")?, value("free")?))
 }

@@ -62,6 +62,32 @@ pub fn release_free_memory() {
     }
 }
 
+/// The allocator's own view of the heap: bytes handed out and still in use, and bytes freed
+/// but kept mapped (fragmentation the next `release_free_memory` may or may not return).
+#[derive(Clone, Copy, Debug)]
+pub struct HeapUsage {
+    pub in_use: u64,
+    pub free: u64,
+}
+
+/// Heap figures from glibc's `mallinfo2` (all arenas); `None` on other C libraries.
+pub fn heap_usage() -> Option<HeapUsage> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 takes no arguments and returns a plain struct by value; it only
+        // takes glibc's arena locks while it sums them.
+        let m = unsafe { libc::mallinfo2() };
+        Some(HeapUsage {
+            in_use: (m.uordblks + m.hblkhd) as u64,
+            free: m.fordblks as u64,
+        })
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
+}
+
 /// An epoll set of our own that only answers "has anything arrived?" without blocking. The
 /// query thread polls it while it busy-waits before sleeping (see `query::runtime`); tokio's
 /// own epoll set still does the real I/O. Registrations are edge-triggered, so a probe reports

@@ -949,6 +949,17 @@ async fn metrics_count_lookups() {
         text.contains("mispd_request_duration_seconds_bucket{le=\"+Inf\"} 2\n"),
         "{text}"
     );
+    // glibc's own heap figures: this test process has a heap in use.
+    let heap = |state: &str| -> u64 {
+        let key = format!("mispd_heap_bytes{{state=\"{state}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(heap("in_use") > 100_000, "{text}");
+    let _ = heap("free");
     s.stop().await;
 }
 

@@ -150,6 +150,16 @@ pub(crate) fn render(ctx: &Ctx) -> String {
         m.latency_sum_us.load(Relaxed) as f64 / 1e6
     );
     let _ = writeln!(o, "{name}_count {cumulative}");
+    if let Some(h) = crate::sys::heap_usage() {
+        head(
+            &mut o,
+            "mispd_heap_bytes",
+            "gauge",
+            "Heap bytes in use, and freed but still held by the allocator.",
+        );
+        let _ = writeln!(o, "mispd_heap_bytes{{state=\"in_use\"}} {}", h.in_use);
+        let _ = writeln!(o, "mispd_heap_bytes{{state=\"free\"}} {}", h.free);
+    }
     o
 }
 
