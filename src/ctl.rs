@@ -316,6 +316,13 @@ async fn run(cli: Cli) -> Result<ExitCode, CtlError> {
                 Err(client::ClientError::Refused { status, message }) => Err(CtlError::Message(
                     format!("export failed (HTTP {status}): {message}"),
                 )),
+                // The reader stopped early (`mispctl export | head`): that is its choice, not
+                // a failure, as with other tools that write to a pipe.
+                Err(client::ClientError::Output(e))
+                    if e.kind() == std::io::ErrorKind::BrokenPipe =>
+                {
+                    Ok(ExitCode::SUCCESS)
+                }
                 Err(client::ClientError::Output(e)) => Err(CtlError::Message(format!(
                     "cannot write the export out: {e}"
                 ))),

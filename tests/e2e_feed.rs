@@ -150,6 +150,18 @@ fn feed_is_synced_validated_served_and_survives_restart_without_the_feed() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.lines().any(|l| l == "62.171.178.147"), "{out:.300}");
+    // A reader that stops early (`mispctl export | head`) is not an error: quiet, exit 0.
+    let mut child = std::process::Command::new(harness::CTL)
+        .args(["--socket", &sock, "export", "--format", "plain"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the pipe's only reader is gone before anything is written
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.is_empty(), "{err}");
     // An error answer goes to stderr, never into the file the export is redirected to.
     let (code, out, err) = ctl(&["--socket", &sock, "export", "--format", "csv"], None);
     assert_eq!(code, 2, "{err}");
