@@ -24,6 +24,25 @@ pub fn harden_process() -> Result<(), io::Error> {
     Ok(())
 }
 
+/// Keeps the daemon's heap from fragmenting across many arenas (glibc only): at most two.
+/// Each thread that allocates may otherwise get an arena of its own (up to 8 per core), and
+/// what a sync's judging threads and the blocking pool free stays spread over all of them.
+/// Call it before any thread starts. Returns whether the allocator took the setting.
+///
+/// Measured with 1 M attributes in docs/performance.md (resident memory after the daemon's own
+/// full sync, and its peak).
+pub fn tune_allocator() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt takes two integers and only changes glibc's own tunables.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) == 1 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
 /// Whether the process is currently dumpable (PR_GET_DUMPABLE).
 pub fn is_dumpable() -> bool {
     // SAFETY: PR_GET_DUMPABLE takes no pointer arguments and only returns a value.
@@ -99,15 +118,14 @@ pub struct ArrivalProbe {
 impl ArrivalProbe {
     pub fn new() -> io::Result<ArrivalProbe> {
         use std::os::fd::FromRawFd;
-        // SAFETY: epoll_create1 takes no pointers; a non-negative result is a new descriptor
-        // that nothing else owns, so OwnedFd may take it.
+        // SAFETY: epoll_create1 takes no pointers.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(ArrivalProbe {
-            ep: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
-        })
+        // SAFETY: a non-negative result is a new descriptor that nothing else owns.
+        let ep = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        Ok(ArrivalProbe { ep })
     }
 
     /// Watches `fd` for input and hang-ups. The kernel drops the registration by itself when
@@ -234,6 +252,11 @@ mod tests {
         got.sort_unstable();
         want.sort_unstable();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn glibc_takes_the_allocator_settings() {
+        assert!(tune_allocator());
     }
 
     #[test]

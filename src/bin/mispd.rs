@@ -5,6 +5,8 @@ use mispd::daemon::Args;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Before any thread exists, so that every arena is made with these settings.
+    mispd::sys::tune_allocator();
     let args = Args::parse();
     if let Err(e) = mispd::sys::harden_process() {
         eprintln!("mispd: cannot disable core dumps: {e}");

@@ -190,6 +190,8 @@ pub enum QueryError {
     Listener(std::io::Error),
     #[error("cannot start the query thread: {0}")]
     Runtime(std::io::Error),
+    #[error("the query thread ended without a result (it panicked)")]
+    Panicked,
 }
 
 /// Binds the socket: a stale socket file is removed (anything else at the path is an error),
@@ -269,8 +271,8 @@ pub fn resolve_group(name: &str) -> Result<u32, String> {
 }
 
 /// Serves until `shutdown` turns true (or its sender is dropped), then stops accepting, lets
-/// requests in flight finish for up to five seconds, and returns.
-/// Runs on the caller's runtime without busy-polling; the daemon uses [`Service`].
+/// requests in flight finish for up to five seconds, and returns. Runs on the caller's runtime
+/// without busy-polling; the daemon uses [`Service`].
 pub async fn serve(
     listener: UnixListener,
     shared: Arc<Shared>,

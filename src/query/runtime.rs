@@ -7,7 +7,8 @@
 //!
 //! **Busy-polling.** On a virtual machine, waking an idle vCPU costs tens of microseconds
 //! (measured here: a blocking ping-pong between two threads over a Unix socket takes about
-//! 70 us per round trip across CPUs, and 6 us when the receiving side polls). So before the
+//! 70 us per round trip across CPUs, 19 us when the answering side polls instead of sleeping,
+//! 6 us when both sides do; docs/performance.md). So before the
 //! query thread sleeps it polls for up to `query.busy-poll` for the next request, asking an
 //! epoll set of its own ([`ArrivalProbe`]) whether anything arrived. A request that comes
 //! within that time is answered without a wake-up. The cost is CPU: at most `busy-poll` per
@@ -98,9 +99,7 @@ impl Service {
 
     /// Waits until the service has stopped (after its shutdown signal).
     pub async fn stopped(self) -> Result<(), QueryError> {
-        self.done.await.unwrap_or(Err(QueryError::Settings(
-            "the query thread panicked".into(),
-        )))
+        self.done.await.unwrap_or(Err(QueryError::Panicked))
     }
 }
 

@@ -300,7 +300,9 @@ impl Validator {
         }
     }
 
-    /// Which loaded warninglists a (raw, user-supplied) value is on, whatever its type.
+    /// Which loaded warninglists a (raw, user-supplied) value is on: every exact list (string,
+    /// hostname, CIDR), and the pattern lists (substring, regex) that apply to the value's shape
+    /// (docs/query-api.md).
     pub fn warninglist_hits(&self, value: &str) -> Vec<WarninglistHit> {
         let v = syntax::refang(value.trim()).into_owned();
         use warninglist::LookupKind as Shape;

@@ -171,7 +171,6 @@ pub(crate) struct RawHit {
     pub covers: bool,
 }
 
-/// What is tested: the canonical text, and the network when the value is an address.
 /// The shape of a raw value looked up on the query socket, which has no MISP type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum LookupKind {
@@ -226,6 +225,7 @@ impl LookupKind {
     }
 }
 
+/// What is tested: the canonical text, and the network when the value is an address.
 pub(crate) struct Probe<'a> {
     pub text: &'a str,
     pub net: Option<IpNet>,
