@@ -73,8 +73,8 @@ pub struct Settings {
     pub allowed_uids: Vec<u32>,
     /// Groups (names or numbers) whose members may connect (primary or supplementary group).
     pub allowed_groups: Vec<String>,
-    /// How long the query thread polls for the next request before it sleeps (`"0s"`: never).
-    /// Trades up to this much CPU per idle period for lower latency; see docs/performance.md.
+    /// The widest window the query thread polls for the next request before it sleeps
+    /// (`"0s"`: never). The window adapts to the traffic; see docs/performance.md.
     pub busy_poll: HumanDuration,
 }
 

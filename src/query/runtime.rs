@@ -11,22 +11,36 @@
 //! 6 us when both sides do; docs/performance.md). So before the
 //! query thread sleeps it polls for up to `query.busy-poll` for the next request, asking an
 //! epoll set of its own ([`ArrivalProbe`]) whether anything arrived. A request that comes
-//! within that time is answered without a wake-up. The cost is CPU: at most `busy-poll` per
-//! idle period, which is per request when requests are sparse. `busy-poll = "0s"` turns it off.
+//! within that time is answered without a wake-up. The window adapts (see [`BusyPoll`]): it
+//! stays open while spins catch requests, and closes when they keep running out, so a daemon
+//! queried now and then does not spin at all. `busy-poll = "0s"` turns it off.
 
 use super::{QueryError, Settings};
 use crate::state::Shared;
 use crate::sys::ArrivalProbe;
 use std::os::fd::BorrowedFd;
 use std::os::unix::net::UnixListener;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
-/// Polls for new input for a bounded time before the query thread sleeps.
+/// Polls for new input for a bounded time before the query thread sleeps, adapting how long
+/// to what it catches (as Linux's `haltpoll` does): a spin that catches a request keeps the
+/// window wide; one that runs out halves it, down to no spinning at all when requests are
+/// sparse; a request that comes soon after the thread went to sleep widens it again.
 pub struct BusyPoll {
     probe: ArrivalProbe,
+    /// The widest window (`query.busy-poll`).
     budget: Duration,
+    /// The current window, nanoseconds.
+    window_ns: AtomicU64,
+    /// When the thread last went to sleep without a catch (nanoseconds since `epoch`), or 0.
+    slept_at_ns: AtomicU64,
+    epoch: Instant,
+    /// Spins started, for benchmarks and tests.
+    spins: AtomicU64,
 }
 
 impl BusyPoll {
@@ -34,7 +48,21 @@ impl BusyPoll {
         Ok(BusyPoll {
             probe: ArrivalProbe::new()?,
             budget,
+            window_ns: AtomicU64::new(budget.as_nanos() as u64),
+            slept_at_ns: AtomicU64::new(0),
+            epoch: Instant::now(),
+            spins: AtomicU64::new(0),
         })
+    }
+
+    /// How many times the poller has spun so far.
+    pub fn spins(&self) -> u64 {
+        self.spins.load(Relaxed)
+    }
+
+    /// The current window.
+    pub fn window(&self) -> Duration {
+        Duration::from_nanos(self.window_ns.load(Relaxed))
     }
 
     /// Adds a listening or connected socket to the set polled. A failure only costs latency.
@@ -44,11 +72,48 @@ impl BusyPoll {
         }
     }
 
-    /// Returns as soon as something arrives, or when the budget is spent.
+    fn now_ns(&self) -> u64 {
+        (self.epoch.elapsed().as_nanos() as u64).max(1)
+    }
+
+    /// Before the thread sleeps: returns as soon as something arrives, or when the window is
+    /// spent (at once when it is closed).
     pub fn spin(&self) {
-        let start = Instant::now();
-        while !self.probe.arrived() && start.elapsed() < self.budget {
-            std::hint::spin_loop();
+        if self.probe.arrived() {
+            return;
+        }
+        let max = self.budget.as_nanos() as u64;
+        let window = self.window_ns.load(Relaxed);
+        if window > 0 {
+            self.spins.fetch_add(1, Relaxed);
+            let start = Instant::now();
+            while (start.elapsed().as_nanos() as u64) < window {
+                if self.probe.arrived() {
+                    self.window_ns.store((window * 2).min(max), Relaxed);
+                    return;
+                }
+                std::hint::spin_loop();
+            }
+            // Below a sixteenth of the widest window a spin catches too little to pay for.
+            let half = window / 2;
+            self.window_ns
+                .store(if half < max / 16 { 0 } else { half }, Relaxed);
+        }
+        self.slept_at_ns.store(self.now_ns(), Relaxed);
+    }
+
+    /// After the thread woke: a request that came within the widest window of the sleep would
+    /// have been caught by spinning, so the window opens again.
+    pub fn woke(&self) {
+        let slept_at = self.slept_at_ns.swap(0, Relaxed);
+        if slept_at == 0 || !self.probe.arrived() {
+            return;
+        }
+        let max = self.budget.as_nanos() as u64;
+        if self.now_ns().saturating_sub(slept_at) < max {
+            let window = self.window_ns.load(Relaxed);
+            self.window_ns
+                .store((window * 2).clamp(max / 8, max), Relaxed);
         }
     }
 }
@@ -62,8 +127,10 @@ pub fn build(busy: Duration) -> std::io::Result<(tokio::runtime::Runtime, Option
         None
     } else {
         let poll = Arc::new(BusyPoll::new(busy)?);
-        let hook = poll.clone();
-        builder.on_thread_park(move || hook.spin());
+        let (park, unpark) = (poll.clone(), poll.clone());
+        builder
+            .on_thread_park(move || park.spin())
+            .on_thread_unpark(move || unpark.woke());
         Some(poll)
     };
     Ok((builder.build()?, poll))
@@ -143,30 +210,61 @@ mod tests {
     }
 
     #[test]
-    fn spin_returns_early_when_input_arrives_and_waits_the_budget_otherwise() {
-        let poll = BusyPoll::new(Duration::from_secs(5)).unwrap();
+    fn spin_catches_arrivals_and_adapts_its_window() {
+        // Wide enough that the catch below (a write 1 ms into a 40 ms window) cannot be missed
+        // on a loaded machine.
+        let max = Duration::from_millis(320);
+        let poll = BusyPoll::new(max).unwrap();
         let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         poll.watch(b.as_fd());
         a.write_all(b"x").unwrap();
         let t = Instant::now();
         poll.spin();
-        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        assert!(t.elapsed() < max, "{:?}", t.elapsed());
+        assert_eq!(poll.spins(), 0, "the arrival was seen before any spinning");
 
-        // Edge-triggered: the byte still unread is not reported again.
-        let short = BusyPoll {
-            budget: Duration::from_millis(20),
-            ..poll
-        };
+        // Edge-triggered: the byte still unread is not reported again, so this one runs out
+        // and halves the window; nothing arriving, it halves down to closed.
         let t = Instant::now();
-        short.spin();
-        assert!(t.elapsed() >= Duration::from_millis(20));
+        poll.spin();
+        assert!(t.elapsed() >= max);
+        assert_eq!(poll.window(), max / 2);
+        poll.spin();
+        poll.spin();
+        poll.spin();
+        assert_eq!(poll.window(), max / 16);
+        poll.spin();
+        assert_eq!(poll.window(), Duration::ZERO, "sparse: no more spinning");
+        let spins = poll.spins();
+        let t = Instant::now();
+        poll.spin();
+        assert!(t.elapsed() < max / 16);
+        assert_eq!(poll.spins(), spins);
 
-        // A hang-up ends the spin too.
+        // Woken by a request soon after going to sleep: spinning would have caught it, so the
+        // window opens again. A wake-up with nothing arrived (a timer) changes nothing.
+        poll.woke();
+        assert_eq!(poll.window(), Duration::ZERO);
+        poll.spin();
+        a.write_all(b"y").unwrap();
+        poll.woke();
+        assert_eq!(poll.window(), max / 8);
+
+        // A catch during a spin widens the window, up to the maximum.
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1));
+            a.write_all(b"z").unwrap();
+            a
+        });
+        poll.spin();
+        assert_eq!(poll.window(), max / 4);
+        let a = writer.join().unwrap();
+
+        // A hang-up is an arrival too.
+        let long = BusyPoll::new(Duration::from_secs(5)).unwrap();
+        long.watch(b.as_fd());
+        long.spin(); // the unread bytes, reported once at registration
         drop(a);
-        let long = BusyPoll {
-            budget: Duration::from_secs(5),
-            ..short
-        };
         let t = Instant::now();
         long.spin();
         assert!(t.elapsed() < Duration::from_secs(1));
