@@ -486,7 +486,7 @@ fn main() {
     let (admin, _admin_rx) = tokio::sync::mpsc::channel(1);
     let shared = Shared::new(view, admin);
     // The server side runs as in the daemon: `query::Service`, a thread and runtime of its own
-    // that busy-polls for `query.busy-poll` (default 100 us; MISPD_BENCH_BUSY_POLL overrides)
+    // that busy-polls for at most `query.busy-poll` (default 50 us; MISPD_BENCH_BUSY_POLL overrides)
     // before it sleeps. A second service and floor that never busy-poll show what it buys.
     let busy = std::env::var("MISPD_BENCH_BUSY_POLL")
         .ok()
@@ -663,24 +663,22 @@ fn main() {
     );
 }
 
-/// CPU time (user + system) of this process's threads named `mispd-query`: the query
-/// services' threads and their blocking pools.
+/// CPU time of this process's threads named `mispd-query` (the query services' threads and
+/// their blocking pools), in nanoseconds from the scheduler's own accounting
+/// (`/proc/self/task/*/schedstat`), not in 10 ms clock ticks.
 fn query_threads_cpu() -> Duration {
-    // SAFETY: sysconf reads a constant.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let mut total = 0u64;
     for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
         if comm.trim() != "mispd-query" {
             continue;
         }
-        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
-        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.len() > 12 {
-            total += f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
-        }
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        total += stat
+            .split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse::<u64>().ok())
+            .unwrap_or(0);
     }
-    Duration::from_secs_f64(total as f64 / ticks)
+    Duration::from_nanos(total)
 }

@@ -27,13 +27,19 @@ pub fn harden_process() -> Result<(), io::Error> {
 /// Keeps the daemon's heap from fragmenting across many arenas (glibc only): at most two.
 /// Each thread that allocates may otherwise get an arena of its own (up to 8 per core), and
 /// what a sync's judging threads and the blocking pool free stays spread over all of them.
-/// Call it before any thread starts. Returns whether the allocator took the setting.
+/// Call it before any thread starts. An operator's own `MALLOC_ARENA_MAX` or `GLIBC_TUNABLES`
+/// wins: then nothing is changed. Returns whether the setting was applied.
 ///
 /// Measured with 1 M attributes in docs/performance.md (resident memory after the daemon's own
 /// full sync, and its peak).
 pub fn tune_allocator() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
+        if std::env::var_os("MALLOC_ARENA_MAX").is_some()
+            || std::env::var_os("GLIBC_TUNABLES").is_some()
+        {
+            return false;
+        }
         // SAFETY: mallopt takes two integers and only changes glibc's own tunables.
         unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) == 1 }
     }
@@ -152,15 +158,33 @@ impl ArrivalProbe {
         Ok(())
     }
 
-    /// True when something arrived on a watched descriptor since the last call that said so.
-    pub fn arrived(&self) -> bool {
+    /// What arrived on the watched descriptors since the last call that said so.
+    pub fn arrived(&self) -> Arrival {
         use std::os::fd::AsRawFd;
         let mut ev = [libc::epoll_event { events: 0, u64: 0 }; 8];
         // SAFETY: `ev` has room for the 8 events we allow the kernel to write; timeout 0 never
         // blocks.
         let n = unsafe { libc::epoll_wait(self.ep.as_raw_fd(), ev.as_mut_ptr(), 8, 0) };
-        n > 0
+        let hang_up = (libc::EPOLLRDHUP | libc::EPOLLHUP) as u32;
+        let ev = &ev[..n.max(0) as usize];
+        if ev.iter().any(|e| e.events & hang_up == 0) {
+            Arrival::Input
+        } else if !ev.is_empty() {
+            Arrival::HangUp
+        } else {
+            Arrival::Nothing
+        }
     }
+}
+
+/// What an [`ArrivalProbe`] saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arrival {
+    Nothing,
+    /// Only peers closing (a client that connects once per request leaves like this).
+    HangUp,
+    /// New input: a request, or a new connection on a listener.
+    Input,
 }
 
 /// systemd socket activation: take over the listening socket systemd passed as fd 3.
@@ -255,8 +279,12 @@ mod tests {
     }
 
     #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     fn glibc_takes_the_allocator_settings() {
-        assert!(tune_allocator());
+        let operator_set = std::env::var_os("MALLOC_ARENA_MAX").is_some()
+            || std::env::var_os("GLIBC_TUNABLES").is_some();
+        assert_eq!(tune_allocator(), !operator_set);
+        assert!(heap_usage().is_some_and(|h| h.in_use > 0));
     }
 
     #[test]

@@ -185,7 +185,6 @@ fn looks_like_name(v: &str) -> bool {
         }
 }
 
-/// (list id, covers) for every list hit by a canonical value.
 /// The MISP types a raw value of this shape is stored as, for the pattern lists (substring,
 /// regex), which a lookup applies only to values of a shape their `matching_attributes` name
 /// (docs/query-api.md). `None`: no known shape, every list applies.
@@ -229,6 +228,7 @@ fn shape_types(v: &str) -> Option<&'static [&'static str]> {
     }
 }
 
+/// (list id, covers) for every list hit by a canonical value.
 fn reference_hits(lists: &[RefList], v: &str) -> Vec<(usize, bool)> {
     let net = to_net(v);
     let shape = shape_types(v);
@@ -528,6 +528,8 @@ fn lookups_apply_pattern_lists_by_shape() {
     assert!(ids("someone@0815.ru").contains("disposable-email"));
     assert!(ids("login-1230815.ru").contains("disposable-email"));
     assert!(!ids("http://login-1230815.ru/a").contains("disposable-email"));
+    // A URL that does not normalise (port out of range) still has a URL's shape.
+    assert!(!ids("http://login-1230815.ru:99999/a").contains("disposable-email"));
     assert!(ids("+11235550199").contains("phone_numbers"));
     assert!(!ids("aaaaaaaaaaaaaaaaaaaaaa1235550199").contains("phone_numbers"));
     // `3::` is an IPv6 address and the ssdeep of an empty file: an exact list still applies.

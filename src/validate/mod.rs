@@ -308,19 +308,14 @@ impl Validator {
         use warninglist::LookupKind as Shape;
         let (text, net, is_name, shape) = if let Ok(n) = syntax::parse_net(&v, true) {
             (net_text(n), Some(n), false, Some(Shape::Address))
-        } else if let Some(u) = v
-            .contains("://")
-            .then(|| crate::normalize::url(&v))
-            .flatten()
-        {
+        } else if v.contains("://") {
+            // A URL even when it does not normalise (a bad port, say): its shape is still a URL's.
+            let u = crate::normalize::url(&v).unwrap_or_else(|| v.clone());
             (u, None, false, Some(Shape::Url))
         } else if let Ok(n) = syntax::name(&v) {
             (n, None, true, Some(Shape::Name))
-        } else if let Some(e) = v
-            .contains('@')
-            .then(|| crate::normalize::email(&v))
-            .flatten()
-        {
+        } else if v.contains('@') {
+            let e = crate::normalize::email(&v).unwrap_or_else(|| v.clone());
             (e, None, false, Some(Shape::Email))
         } else if let Some(h) = crate::normalize::hex(&v) {
             // Only the lengths of the hashes MISP stores; a short hex string may be anything.

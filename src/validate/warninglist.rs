@@ -269,8 +269,9 @@ pub(crate) struct Warninglists {
     all: TypeTables,
     /// For lookups of raw values, per [`LookupKind`]: every exact list (string, hostname,
     /// CIDR), and the pattern lists (substring, regex) that apply to some MISP type a value of
-    /// that shape has. An address is not run through the phone-number regexes, nor a domain
-    /// through the disposable-e-mail substrings (`0815.ru` is in `login-1230815.ru`).
+    /// that shape has. An address or a hash is not run through the phone-number regexes, nor a
+    /// URL through the disposable-e-mail substrings (which MISP applies to e-mail addresses
+    /// and to `domain|ip`, so to names too).
     by_shape: Vec<TypeTables>,
 }
 
