@@ -63,7 +63,8 @@ pub enum Command {
     },
     /// Apply a change a mass-change breaker is holding for SOURCE (root or the daemon's user).
     Release { source: String },
-    /// Write the current set to standard output in a consumer's format (streamed).
+    /// Write the current set to standard output in a consumer's format (streamed). Errors go
+    /// to standard error only; a reader that stops early (`| head`) ends it quietly, exit 0.
     Export {
         /// plain (one value a line), json (JSON lines), nft (an nftables script for `nft -f`
         /// that declares table `inet mispd` with sets mispd_v4 and mispd_v6), suricata (a
