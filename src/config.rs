@@ -454,7 +454,6 @@ fn redact_key_like(s: &str) -> String {
     out
 }
 
-/// The config crate writes `source[0]interval`; say `source[0].interval`.
 /// The config crate names a bad choice by the Rust type (`enum SourceKind does not have
 /// variant constructor fed`): say it in the file's words, with the values allowed.
 fn explain_enum(s: &str) -> String {
@@ -478,6 +477,7 @@ fn explain_enum(s: &str) -> String {
         .to_string()
 }
 
+/// The config crate writes `source[0]interval`; say `source[0].interval`.
 fn tidy_key_path(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut prev = ' ';
