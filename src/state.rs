@@ -3,7 +3,7 @@
 //! supervisor builds a whole new view and swaps it in atomically. Publishing also records what
 //! changed (the journal behind `/v1/changes`) and wakes long-polling readers.
 
-use crate::index::Index;
+use crate::index::{Index, WarninglistHit};
 use crate::model::{Kind, Rejection, SourceStatus};
 use arc_swap::ArcSwap;
 use std::collections::VecDeque;
@@ -14,8 +14,8 @@ use tokio::sync::{mpsc, watch};
 /// Tells whether a value is itself on a loaded warninglist (implemented by validation, wired by
 /// the supervisor), so lookups can say "listed, but also on the list of public resolvers".
 pub trait WarninglistOracle: Send + Sync {
-    /// `(name, category)` of every warninglist the value is on.
-    fn hits(&self, value: &str) -> Vec<(String, String)>;
+    /// Appends every warninglist the value is on to `out`.
+    fn hits(&self, value: &str, out: &mut Vec<WarninglistHit>);
 }
 
 /// One consistent generation of served data and status.

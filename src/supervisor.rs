@@ -749,12 +749,13 @@ fn load_key(config: &Config, source: &SourceSettings) -> Result<ApiKey, Credenti
 /// Lookups ask the current validator (swapped on reload) whether a value is itself on a
 /// warninglist.
 impl WarninglistOracle for ArcSwap<Validator> {
-    fn hits(&self, value: &str) -> Vec<(String, String)> {
-        self.load()
-            .warninglist_hits(value)
-            .into_iter()
-            .map(|h| (h.name, h.category.as_str().to_string()))
-            .collect()
+    fn hits(&self, value: &str, out: &mut Vec<crate::index::WarninglistHit>) {
+        self.load().for_each_warninglist_hit(value, |l| {
+            out.push(crate::index::WarninglistHit {
+                name: l.name.clone(),
+                category: l.category.as_str(),
+            })
+        })
     }
 }
 

@@ -1,7 +1,7 @@
 //! The query service on a real Unix socket in a temporary directory: endpoints, limits, peer
 //! credentials, exports (checked with `nft` and `named-checkzone` when installed), changes.
 
-use mispd::index::Index;
+use mispd::index::{Index, WarninglistHit};
 use mispd::model::{
     Indicator, Kind, Provenance, RejectReason, Rejection, SourceState, SourceStatus,
 };
@@ -296,14 +296,12 @@ async fn lookups_follow_the_matching_rules() {
 
 struct Resolvers;
 impl WarninglistOracle for Resolvers {
-    fn hits(&self, value: &str) -> Vec<(String, String)> {
+    fn hits(&self, value: &str, out: &mut Vec<WarninglistHit>) {
         if value == "192.0.2.7" {
-            vec![(
-                "List of known public DNS resolvers".into(),
-                "false-positive".into(),
-            )]
-        } else {
-            Vec::new()
+            out.push(WarninglistHit {
+                name: "List of known public DNS resolvers".into(),
+                category: "false-positive",
+            });
         }
     }
 }

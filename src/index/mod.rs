@@ -611,12 +611,18 @@ impl Index {
 
     /// Every listed network containing `net` (itself included), most specific first.
     fn cover_matches<'a>(&'a self, net: IpNet, how: MatchKind, m: &mut Matches<'a>) {
-        let mut ids: Vec<u32> = match net {
-            IpNet::V4(n) => self.v4.cover(&n).map(|(_, &id)| id).collect(),
-            IpNet::V6(n) => self.v6.cover(&n).map(|(_, &id)| id).collect(),
+        // At most one network per prefix length covers it: a stack buffer, no allocation.
+        let mut ids = [0u32; 129];
+        let mut n = 0;
+        let mut keep = |id: u32| {
+            ids[n] = id;
+            n += 1;
         };
-        ids.reverse();
-        for id in ids {
+        match net {
+            IpNet::V4(net) => self.v4.cover(&net).for_each(|(_, &id)| keep(id)),
+            IpNet::V6(net) => self.v6.cover(&net).for_each(|(_, &id)| keep(id)),
+        }
+        for &id in ids[..n].iter().rev() {
             m.add(id, how);
         }
     }
@@ -865,8 +871,9 @@ impl Serialize for Match<'_> {
 /// A warninglist the queried value itself is on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct WarninglistHit {
-    pub name: String,
-    pub category: String,
+    /// The list's own name, shared with the loaded list.
+    pub name: Arc<str>,
+    pub category: &'static str,
 }
 
 /// The answer to one lookup, serialised as the `/v1/lookup` response body.

@@ -31,12 +31,13 @@ use allowlist::Allowlist;
 use ipnet::IpNet;
 use sanity::{Insane, Sanity};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use syntax::{Parsed, UrlHost};
 use types::{Part, Shape};
-use warninglist::{Probe, RawHit, Warninglists};
+use warninglist::{ListMeta, Probe, RawHit, Warninglists};
 
 /// The `[validation]` section of the configuration. Every field has a safe default.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
@@ -304,27 +305,46 @@ impl Validator {
     /// hostname, CIDR), and the pattern lists (substring, regex) that apply to the value's shape
     /// (docs/query-api.md).
     pub fn warninglist_hits(&self, value: &str) -> Vec<WarninglistHit> {
-        let v = syntax::refang(value.trim()).into_owned();
+        let mut out = Vec::new();
+        self.for_each_warninglist_hit(value, |l| {
+            out.push(WarninglistHit {
+                list: l.id.to_string(),
+                name: l.name.to_string(),
+                category: l.category,
+                action: l.action,
+            })
+        });
+        out
+    }
+
+    /// The lookup side of [`Validator::warninglist_hits`]: calls `f` with each list the value is
+    /// on, in the same order, without copying names (a lookup may probe millions of values).
+    pub(crate) fn for_each_warninglist_hit(&self, value: &str, mut f: impl FnMut(&ListMeta)) {
+        let v = syntax::refang(value.trim());
         use warninglist::LookupKind as Shape;
-        let (text, net, is_name, shape) = if let Ok(n) = syntax::parse_net(&v, true) {
-            (net_text(n), Some(n), false, Some(Shape::Address))
-        } else if v.contains("://") {
-            // A URL even when it does not normalise (a bad port, say): its shape is still a URL's.
-            let u = crate::normalize::url(&v).unwrap_or_else(|| v.clone());
-            (u, None, false, Some(Shape::Url))
-        } else if let Ok(n) = syntax::name(&v) {
-            (n, None, true, Some(Shape::Name))
-        } else if v.contains('@') {
-            let e = crate::normalize::email(&v).unwrap_or_else(|| v.clone());
-            (e, None, false, Some(Shape::Email))
-        } else if let Some(h) = crate::normalize::hex(&v) {
-            // Only the lengths of the hashes MISP stores; a short hex string may be anything.
-            let hash = matches!(h.len(), 32 | 40 | 56 | 64 | 96 | 128);
-            (h, None, false, hash.then_some(Shape::Hash))
-        } else {
-            (v, None, false, None)
-        };
-        let mut hits = Vec::new();
+        // The shapes are tried cheapest first. A value with `@` or all hex is never a valid
+        // name (names have no `@`; all-hex text has no dot, so a single label), so trying those
+        // before `syntax::name` changes no answer and skips a failed name check per hash.
+        let (text, net, is_name, shape): (Cow<'_, str>, _, _, _) =
+            if let Some(n) = syntax::net(&v, true) {
+                (net_text(n).into(), Some(n), false, Some(Shape::Address))
+            } else if v.contains("://") {
+                // A URL even when it does not normalise (a bad port, say): its shape is still a
+                // URL's.
+                let u = crate::normalize::url(&v).map_or(v, Cow::Owned);
+                (u, None, false, Some(Shape::Url))
+            } else if v.contains('@') {
+                let e = crate::normalize::email(&v).map_or(v, Cow::Owned);
+                (e, None, false, Some(Shape::Email))
+            } else if let Some(h) = crate::normalize::hex(&v) {
+                // Only the lengths of the hashes MISP stores; a short hex string may be anything.
+                let hash = matches!(h.len(), 32 | 40 | 56 | 64 | 96 | 128);
+                (h.into(), None, false, hash.then_some(Shape::Hash))
+            } else if let Ok(n) = syntax::name(&v) {
+                (n.into(), None, true, Some(Shape::Name))
+            } else {
+                (v, None, false, None)
+            };
         let registrable = if is_name || net.is_none() && text.contains("://") {
             let host = warninglist::extract_host(&text);
             psl::domain_str(host).map_or(0, str::len)
@@ -337,19 +357,12 @@ impl Validator {
             is_name,
             registrable,
         };
+        let mut hits = Vec::new();
         self.lists
             .check(&probe, self.lists.for_shape(shape), &mut hits);
-        hits.iter()
-            .map(|h| {
-                let l = &self.lists.lists[h.list as usize];
-                WarninglistHit {
-                    list: l.id.to_string(),
-                    name: l.name.to_string(),
-                    category: l.category,
-                    action: l.action,
-                }
-            })
-            .collect()
+        for h in &hits {
+            f(&self.lists.lists[h.list as usize]);
+        }
     }
 
     /// Judge one attribute. Composites yield up to two indicators; types mispd does not index

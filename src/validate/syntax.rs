@@ -123,29 +123,33 @@ pub(crate) fn parse(part: Part, v: &str) -> Result<Option<Parsed>, String> {
 /// An address or (when allowed) a CIDR network. Host bits are cleared; `/32` and `/128` are
 /// plain addresses.
 pub(crate) fn parse_net(v: &str, cidr: bool) -> Result<IpNet, String> {
-    if let Some((addr, len)) = v.split_once('/') {
-        if !cidr {
-            return Err(format!(
-                "`{v}`: a network where a single address is expected"
-            ));
+    net(v, cidr).ok_or_else(|| match v.split_once('/') {
+        Some(_) if !cidr => format!("`{v}`: a network where a single address is expected"),
+        Some((addr, _)) if addr.parse::<IpAddr>().is_err() => {
+            format!("`{v}` is not an IP network")
         }
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("`{v}` is not an IP network"))?;
-        let len: u8 = len
-            .parse()
-            .map_err(|_| format!("`{v}`: bad prefix length"))?;
-        let net = match addr {
-            IpAddr::V4(a) => Ipv4Net::new(a, len).map(IpNet::V4),
-            IpAddr::V6(a) => Ipv6Net::new(a, len).map(IpNet::V6),
+        Some((_, len)) if len.parse::<u8>().is_err() => format!("`{v}`: bad prefix length"),
+        Some(_) => format!("`{v}`: prefix length out of range"),
+        None => format!("`{v}` is not an IP address"),
+    })
+}
+
+/// [`parse_net`] without the reason: for probes that try each shape in turn (lookups), where
+/// formatting an error for every value that is not an address would be wasted work.
+pub(crate) fn net(v: &str, cidr: bool) -> Option<IpNet> {
+    match v.split_once('/') {
+        Some((addr, len)) => {
+            if !cidr {
+                return None;
+            }
+            let len: u8 = len.parse().ok()?;
+            let net = match addr.parse::<IpAddr>().ok()? {
+                IpAddr::V4(a) => Ipv4Net::new(a, len).map(IpNet::V4),
+                IpAddr::V6(a) => Ipv6Net::new(a, len).map(IpNet::V6),
+            };
+            Some(net.ok()?.trunc())
         }
-        .map_err(|_| format!("`{v}`: prefix length out of range"))?;
-        Ok(net.trunc())
-    } else {
-        let addr: IpAddr = v
-            .parse()
-            .map_err(|_| format!("`{v}` is not an IP address"))?;
-        Ok(IpNet::from(addr))
+        None => v.parse::<IpAddr>().ok().map(IpNet::from),
     }
 }
 
@@ -306,6 +310,23 @@ mod tests {
         assert_eq!(name("xn--bcher-kva.de").unwrap(), "xn--bcher-kva.de");
     }
 
+    /// `Validator::for_each_warninglist_hit` tries the e-mail and hex shapes before the name
+    /// check, on the ground that no such value is a valid name.
+    #[test]
+    fn no_email_or_hex_text_is_a_name() {
+        for v in [
+            "d41d8cd98f00b204e9800998ecf8427e",
+            "DEADBEEF",
+            "0",
+            "a@b.com",
+            "@example.com",
+            "user@xn--bcher-kva.de",
+            "bücher@bücher.de",
+        ] {
+            assert!(name(v).is_err(), "{v}");
+        }
+    }
+
     #[test]
     fn nets() {
         assert_eq!(
@@ -313,9 +334,24 @@ mod tests {
             "10.0.0.0/8"
         );
         assert!(had_host_bits("10.1.2.3/8") && !had_host_bits("10.0.0.0/8"));
-        assert!(parse_net("10.0.0.0/8", false).is_err());
-        assert!(parse_net("1.2.3.4/33", true).is_err());
-        assert!(parse_net("not an ip", true).is_err());
+        let err = |v, cidr| parse_net(v, cidr).unwrap_err();
+        assert!(err("10.0.0.0/8", false).contains("single address is expected"));
+        assert!(err("1.2.3.4/33", true).contains("out of range"));
+        assert!(err("1.2.3.4/x", true).contains("bad prefix length"));
+        assert!(err("1.2.3/8", true).contains("not an IP network"));
+        assert!(err("not an ip", true).contains("not an IP address"));
+        for v in [
+            "10.1.2.3/8",
+            "10.0.0.0/8",
+            "1.2.3.4/33",
+            "not an ip",
+            "::1",
+            "::1/200",
+        ] {
+            for cidr in [true, false] {
+                assert_eq!(net(v, cidr), parse_net(v, cidr).ok(), "{v} {cidr}");
+            }
+        }
         assert_eq!(
             parse_net("2001:0db8::0001", false).unwrap().to_string(),
             "2001:db8::1/128"

@@ -31,6 +31,7 @@ use regex::RegexSet;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// What a hit on a list does to an indicator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -115,7 +116,7 @@ pub(crate) struct ListMeta {
     /// Folder name, e.g. `amazon-aws`: the name settings use.
     pub id: Box<str>,
     /// The list's own `name`.
-    pub name: Box<str>,
+    pub name: Arc<str>,
     pub kind: ListType,
     pub category: Category,
     pub action: Action,
