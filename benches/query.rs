@@ -571,6 +571,13 @@ fn main() {
             reals.push(single(sock, part, spin));
         }
         let errors: usize = reals.iter().map(|r| r.errors).sum();
+        // Each mispd round against the floor round just before it: the spread shows how much
+        // of a difference between two runs is this machine's drift.
+        let ratios: Vec<String> = floors
+            .iter()
+            .zip(&reals)
+            .map(|(f, r)| format!("{:.0}", 100.0 * r.per_sec / f.per_sec))
+            .collect();
         let (floor, real) = (median(floors), median(reals));
         if one_connection == 0.0 {
             one_connection = real.per_sec;
@@ -587,6 +594,7 @@ fn main() {
             real.p99_us,
             100.0 * real.per_sec / floor.per_sec
         );
+        println!("  round by round, % of floor: {}", ratios.join(" "));
     }
 
     // What busy-polling costs: CPU of the query threads while one client sends 1000 requests/s
