@@ -536,6 +536,9 @@ fn main() {
         v.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
         v.swap_remove(v.len() / 2)
     };
+    // MISPD_BENCH_PHASES=single,sparse,batch,many (the default: all) picks the phases to run.
+    let phases = std::env::var("MISPD_BENCH_PHASES").unwrap_or_default();
+    let want = |phase: &str| phases.is_empty() || phases.split(',').any(|p| p.trim() == phase);
     let mut one_connection = 0.0;
     for (label, sock, floor_sock, spin) in [
         (
@@ -563,6 +566,9 @@ fn main() {
             true,
         ),
     ] {
+        if !want("single") {
+            break;
+        }
         let mut floors = Vec::new();
         let mut reals = Vec::new();
         for round in 0..5 {
@@ -600,6 +606,9 @@ fn main() {
     // What busy-polling costs: CPU of the query threads while one client sends 1000 requests/s
     // spaced out (each followed by an idle millisecond), polling and not.
     for (label, sock) in [("busy-poll on ", &sock), ("busy-poll off", &sock_np)] {
+        if !want("sparse") {
+            break;
+        }
         let mut c = Client::connect(sock);
         let before = query_threads_cpu();
         let start = Instant::now();
@@ -625,28 +634,51 @@ fn main() {
         .take(300)
         .map(|c| serde_json::to_vec(&serde_json::json!({ "values": c })).unwrap())
         .collect();
-    let mut c = Client::connect(&sock);
-    for b in bodies.iter().take(20) {
-        c.post("/v1/lookup", b);
-    }
-    let start = Instant::now();
-    let mut values = 0;
+    // 300 requests of 1000 values each, after 20 to warm up: values/s and answer size.
+    let batches = |sock: &Path| {
+        let mut c = Client::connect(sock);
+        for b in bodies.iter().take(20) {
+            c.post("/v1/lookup", b);
+        }
+        let start = Instant::now();
+        let mut answer_bytes = 0;
+        for b in &bodies {
+            let (status, len) = c.post("/v1/lookup", b);
+            assert_eq!(status, 200);
+            answer_bytes += len;
+        }
+        (
+            bodies.len() as f64 * 1000.0 / start.elapsed().as_secs_f64(),
+            answer_bytes / bodies.len(),
+        )
+    };
+    // Polling and sleeping service in alternation, three rounds each, median of each.
+    let (mut polled, mut slept) = (Vec::new(), Vec::new());
     let mut answer_bytes = 0;
-    for b in &bodies {
-        let (status, len) = c.post("/v1/lookup", b);
-        assert_eq!(status, 200);
-        values += 1000;
-        answer_bytes += len;
+    for _ in 0..if want("batch") { 3 } else { 0 } {
+        let (rate, bytes) = batches(&sock);
+        polled.push(rate);
+        answer_bytes = bytes;
+        slept.push(batches(&sock_np).0);
     }
-    let took = start.elapsed();
-    println!(
-        "batched: {:.0} values/s ({} requests of 1000 values in {took:.2?}, {} KiB per answer)",
-        values as f64 / took.as_secs_f64(),
+    let mid = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    if want("batch") {
+        println!(
+        "batched: {:.0} values/s (busy-poll off: {:.0}; median of 3 rounds of {} requests of 1000 values, {} KiB per answer)",
+        mid(polled),
+        mid(slept),
         bodies.len(),
-        answer_bytes / bodies.len() / 1024
-    );
+            answer_bytes / 1024
+        );
+    }
 
     // 256 concurrent keep-alive connections, one client thread each.
+    if !want("many") {
+        return;
+    }
     let uris = Arc::new(uris);
     let start = Instant::now();
     let threads: Vec<_> = (0..256usize)
