@@ -25,10 +25,15 @@ pub fn domain(value: &str) -> Option<String> {
 
 /// A URL in the form lookups compare: `None` when it does not parse as an absolute URL with a host.
 pub fn url(value: &str) -> Option<String> {
+    parsed_url(value).map(String::from)
+}
+
+/// [`url`] before it is turned into text, for callers that also need the host.
+pub fn parsed_url(value: &str) -> Option<url::Url> {
     let mut u = url::Url::parse(value.trim()).ok()?;
     u.host_str()?;
     u.set_fragment(None);
-    Some(u.into())
+    Some(u)
 }
 
 /// A hex digest, lowercased. `None` when it is not all hex.

@@ -552,9 +552,13 @@ impl Index {
             self.cover_matches(net, MatchKind::Cidr, &mut m);
             tried = Some(text);
         } else if v.contains("://") {
-            if let Some(u) = normalize::url(v) {
+            if let Some(parsed) = normalize::parsed_url(v) {
+                let host = parsed.host().map(|h| h.to_owned());
+                let u = String::from(parsed);
                 self.exact(&u, MatchKind::Exact, &mut m);
-                self.url_host_matches(&u, &mut m);
+                if let Some(host) = host {
+                    self.url_host_matches(host, &mut m);
+                }
                 tried = Some(u);
             }
         } else if v.contains('@') {
@@ -653,18 +657,20 @@ impl Index {
         }
     }
 
-    fn url_host_matches<'a>(&'a self, u: &str, m: &mut Matches<'a>) {
-        let Ok(parsed) = url::Url::parse(u) else {
-            return;
-        };
-        match parsed.host() {
-            Some(url::Host::Domain(d)) if d.len() <= 254 => {
-                self.domain_matches(d, Some(MatchKind::Url), true, m)
+    /// The URL's host (from the one parse of the looked-up URL) matched as a name or address.
+    fn url_host_matches<'a>(&'a self, host: url::Host, m: &mut Matches<'a>) {
+        match host {
+            // `www.evil.example.` (a fully qualified name) is the same host as without the dot.
+            url::Host::Domain(d) if d.len() <= 254 => {
+                let d = d.trim_end_matches('.');
+                if !d.is_empty() {
+                    self.domain_matches(d, Some(MatchKind::Url), true, m)
+                }
             }
-            Some(url::Host::Ipv4(ip)) => {
+            url::Host::Ipv4(ip) => {
                 self.ip_matches(IpAddr::V4(ip), Some(MatchKind::Url), m);
             }
-            Some(url::Host::Ipv6(ip)) => {
+            url::Host::Ipv6(ip) => {
                 self.ip_matches(IpAddr::V6(ip), Some(MatchKind::Url), m);
             }
             _ => {}
@@ -1051,6 +1057,16 @@ mod tests {
         assert_eq!(
             hows(&ix.lookup("http://10.9.9.9:8080/")),
             vec![("10.0.0.0/8".into(), MatchKind::Url)]
+        );
+        assert_eq!(
+            hows(&ix.lookup("http://[2001:db8::7]/a")),
+            vec![("2001:db8::/32".into(), MatchKind::Url)]
+        );
+        // An upper-case host, written fully qualified, reaches the name tables in its
+        // normalised form.
+        assert_eq!(
+            hows(&ix.lookup("http://WWW.Evil.Example./")),
+            vec![("evil.example".into(), MatchKind::Url)]
         );
         assert!(!ix.lookup("https://phish.example/other").listed);
     }
