@@ -130,7 +130,8 @@ pub fn string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
     // Almost every string (UUIDs, sources, tags, canonical values) needs no escape: one
-    // branch-free pass, which the compiler vectorises, settles that, and the text is copied whole.
+    // pass without an early exit (so the compiler may vectorise it) settles that, and the text
+    // is then copied whole.
     let plain = !bytes.iter().fold(false, |any, &b| {
         any | (b < 0x20) | (b == b'"') | (b == b'\\')
     });

@@ -108,7 +108,7 @@ async fn route(req: Request<Incoming>, ctx: &Ctx, peer: UCred) -> Resp {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     match path.as_str() {
-        "/v1/lookup" if get => lookup_get(&req, ctx),
+        // GET and HEAD of /v1/lookup were answered above.
         "/v1/lookup" if method == Method::POST => lookup_post(req, ctx).await,
         "/v1/lookup" => not_allowed("GET, POST"),
         "/v1/status" if get => status(ctx),
@@ -373,7 +373,9 @@ async fn lookup_post(req: Request<Incoming>, ctx: &Ctx) -> Resp {
 }
 
 /// The CPUs this process may use, asked once: `available_parallelism` reads the cgroup's CPU
-/// quota from /proc and /sys on every call (3 files opened, 24 us a call on this machine).
+/// quota from /proc and /sys on every call (3 files opened, 24 us a call on this machine). A
+/// quota or affinity changed while the daemon runs is not seen; it only sets how many parts a
+/// batch is split into.
 fn cores() -> usize {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |c| c.get()))

@@ -756,14 +756,18 @@ impl Warninglists {
             }
         }
         if let (Some(net), true) = (p.net, t.cidrs) {
+            // A single address has no networks inside it but itself, which `cover` yields: the
+            // second walk down the trie is only for networks.
             match super::sanity::as_v4(net) {
                 IpNet::V4(n) => {
                     for (k, ids) in self.v4.cover(&n) {
                         push(out, ids.slice(), k == n);
                     }
-                    for (k, ids) in self.v4.children(&n) {
-                        if k != n {
-                            push(out, ids.slice(), true);
+                    if n.prefix_len() < n.max_prefix_len() {
+                        for (k, ids) in self.v4.children(&n) {
+                            if k != n {
+                                push(out, ids.slice(), true);
+                            }
                         }
                     }
                 }
@@ -771,9 +775,11 @@ impl Warninglists {
                     for (k, ids) in self.v6.cover(&n) {
                         push(out, ids.slice(), k == n);
                     }
-                    for (k, ids) in self.v6.children(&n) {
-                        if k != n {
-                            push(out, ids.slice(), true);
+                    if n.prefix_len() < n.max_prefix_len() {
+                        for (k, ids) in self.v6.children(&n) {
+                            if k != n {
+                                push(out, ids.slice(), true);
+                            }
                         }
                     }
                 }
