@@ -2,6 +2,7 @@
 //! query socket, real warninglists; then restart from the snapshot with the feed gone.
 
 mod common;
+mod consumers;
 mod e2e_support;
 mod harness;
 
@@ -136,6 +137,19 @@ fn feed_is_synced_validated_served_and_survives_restart_without_the_feed() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("table inet fw"), "{out:.300}");
+    // The real feed's set, as a firewall updater and a resolver would load it.
+    let nft_file = tmp.path().join("fw.nft");
+    std::fs::write(&nft_file, &out).unwrap();
+    consumers::nft_accepts(&nft_file);
+    let (code, zone, err) = ctl(&["--socket", &sock, "export", "--format", "rpz"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        zone.contains("\nwordpress.agrupem.com CNAME .\n"),
+        "{zone:.300}"
+    );
+    let zone_file = tmp.path().join("rpz.zone");
+    std::fs::write(&zone_file, &zone).unwrap();
+    consumers::named_accepts("rpz.mispd", &zone_file);
     let (code, out, err) = ctl(
         &[
             "--socket",
