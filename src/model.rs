@@ -184,6 +184,13 @@ pub struct SourceStatus {
     pub held: Option<HeldChange>,
     /// When the API key expires, if MISP said so (`X-Auth-Key-Expiration`).
     pub key_expires: Option<String>,
+    /// How long the last completed sync took (fetch, decode, validation), in seconds.
+    pub last_sync_seconds: Option<f64>,
+    /// Syncs that completed and that failed since the daemon started (for `/metrics`).
+    #[serde(skip)]
+    pub syncs_ok: u64,
+    #[serde(skip)]
+    pub syncs_failed: u64,
 }
 
 impl SourceStatus {
@@ -199,6 +206,9 @@ impl SourceStatus {
             quarantined: 0,
             held: None,
             key_expires: None,
+            last_sync_seconds: None,
+            syncs_ok: 0,
+            syncs_failed: 0,
         }
     }
 }

@@ -70,6 +70,8 @@ pub struct Restored {
     /// all in the sources' `own`).
     pub index: Index,
     pub sources: HashMap<String, RestoredSource>,
+    /// When the file was written (its modification time), seconds since the epoch.
+    pub written_at: Option<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -163,6 +165,7 @@ fn decode_v2(body: &[u8]) -> Result<Restored, String> {
         generation: meta.generation,
         index,
         sources: HashMap::new(),
+        written_at: None,
     };
     for s in meta.sources {
         let mut set = |present: bool| -> Result<Option<Vec<Indicator>>, String> {
@@ -228,7 +231,14 @@ pub fn load(dir: &Path) -> Result<Option<Restored>, SnapshotError> {
         Err(source) => return Err(SnapshotError::Io { path, source }),
     };
     match decode_bytes(&data) {
-        Ok(r) => Ok(Some(r)),
+        Ok(mut r) => {
+            r.written_at = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs() as i64);
+            Ok(Some(r))
+        }
         Err(Damage::Format(detail)) => Err(SnapshotError::Format { path, detail }),
         Err(Damage::Checksum) => Err(SnapshotError::Checksum { path }),
     }

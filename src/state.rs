@@ -7,7 +7,7 @@ use crate::index::{Index, WarninglistHit};
 use crate::model::{Kind, Rejection, SourceStatus};
 use arc_swap::ArcSwap;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
 
@@ -65,11 +65,14 @@ pub struct Metrics {
     /// Request latency histogram, buckets [`LATENCY_BUCKETS_US`] plus +Inf.
     pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
     pub latency_sum_us: AtomicU64,
-    /// Supervisor: finished syncs, failed syncs, breaker trips, rejected values.
-    pub syncs_ok: AtomicU64,
-    pub syncs_failed: AtomicU64,
+    /// Supervisor: breaker trips and rejected values (sync counts are per source, in the view).
     pub breaker_trips: AtomicU64,
     pub rejections: AtomicU64,
+    /// When the on-disk snapshot was last written (or, after a start, the restored one's
+    /// modification time), seconds since the epoch; 0 while there is none.
+    pub snapshot_written: AtomicI64,
+    /// Snapshot writes that failed (the state directory is full or not writable).
+    pub snapshot_failures: AtomicU64,
 }
 
 /// Upper bounds (microseconds) of the request latency histogram buckets.

@@ -170,6 +170,12 @@ impl Supervisor {
             }
             sup.slots.push(slot);
         }
+        if let Some(t) = restored.written_at {
+            sup.shared
+                .metrics()
+                .snapshot_written
+                .store(t, Ordering::Relaxed);
+        }
         sup.generation = restored.generation;
         sup.index = Arc::new(restored.index);
         sup
@@ -304,6 +310,7 @@ impl Supervisor {
                 };
                 tracing::warn!(source = %source, error = %error, retry_in_secs = retry_in.as_secs(), "sync failed; still serving the last good data");
                 slot.status.last_error = Some(error);
+                slot.status.syncs_failed += 1;
                 if slot.status.state != SourceState::Held {
                     slot.status.state = if auth {
                         SourceState::AuthFailed
@@ -331,10 +338,13 @@ impl Supervisor {
                     return;
                 };
                 if fetched {
-                    let m = self.shared.metrics();
-                    m.syncs_ok.fetch_add(1, Ordering::Relaxed);
-                    m.rejections
+                    self.shared
+                        .metrics()
+                        .rejections
                         .fetch_add(rejected.len() as u64, Ordering::Relaxed);
+                    let status = &mut self.slots[i].status;
+                    status.syncs_ok += 1;
+                    status.last_sync_seconds = Some(took.as_secs_f64());
                 }
                 let limits = self.config.validation.breaker_limits();
                 let quarantine_limit = self.config.daemon.quarantine_limit;
@@ -718,9 +728,25 @@ impl Supervisor {
         };
         let dir = self.config.daemon.state_dir.clone();
         match tokio::task::spawn_blocking(move || snapshot::write(&dir, &snap)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "could not write the snapshot"),
-            Err(e) => tracing::error!(error = %e, "snapshot task failed"),
+            Ok(Ok(())) => self
+                .shared
+                .metrics()
+                .snapshot_written
+                .store(now_epoch(), Ordering::Relaxed),
+            Ok(Err(e)) => {
+                self.shared
+                    .metrics()
+                    .snapshot_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "could not write the snapshot")
+            }
+            Err(e) => {
+                self.shared
+                    .metrics()
+                    .snapshot_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "snapshot task failed")
+            }
         }
     }
 }

@@ -238,6 +238,22 @@ fn feed_is_synced_validated_served_and_survives_restart_without_the_feed() {
         "{v}"
     );
 
+    // Monitoring: per-source sync figures, the quarantine by reason and the snapshot's age, in
+    // a form Prometheus's own parser accepts.
+    let metrics = metrics_text(&d.socket);
+    for want in [
+        "mispd_syncs_total{source=\"infoblox\",outcome=\"ok\"} ",
+        "mispd_sync_duration_seconds{source=\"infoblox\"} ",
+        "mispd_data_age_seconds{source=\"infoblox\"} ",
+        "mispd_snapshot_age_seconds ",
+        "mispd_quarantined{source=\"infoblox\",reason=",
+    ] {
+        assert!(metrics.contains(want), "no {want} in {metrics}");
+    }
+    let file = tmp.path().join("metrics.txt");
+    std::fs::write(&file, &metrics).unwrap();
+    consumers::promtool_accepts(&file);
+
     // The quarantine says what was held back and why.
     let (code, q) = d.get("/v1/quarantine?limit=1000");
     assert_eq!(code, 200);
@@ -277,6 +293,26 @@ fn feed_is_synced_validated_served_and_survives_restart_without_the_feed() {
     assert!(source(&st, "infoblox")["last-error"].is_string(), "{st}");
     let (_, v) = d.get("/v1/lookup?value=62.171.178.147");
     assert_eq!(v["listed"], true, "{v}");
+    let metrics = metrics_text(&d.socket);
+    let failed: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("mispd_syncs_total{source=\"infoblox\",outcome=\"failed\"} "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no failed-sync count in {metrics}"));
+    assert!(
+        failed >= 1,
+        "the sync without its feed counts as failed: {metrics}"
+    );
+    assert!(
+        metrics.contains("mispd_snapshot_age_seconds "),
+        "the restored snapshot has an age: {metrics}"
+    );
     let (status, log, _) = d.stop();
     assert!(status.success(), "{log}");
+}
+
+fn metrics_text(socket: &std::path::Path) -> String {
+    let (code, raw) = harness::raw_http(socket, "GET", "/metrics", None).unwrap();
+    assert_eq!(code, 200);
+    String::from_utf8(raw).unwrap()
 }

@@ -903,11 +903,55 @@ async fn changes_report_deltas_resets_and_wake_long_polls() {
 
 #[tokio::test]
 async fn metrics_count_lookups() {
-    let s = Server::start(|_| {}, view(3, sample())).await;
+    let mut v = view(3, sample());
+    let circl = &mut v.sources[0];
+    (circl.syncs_ok, circl.syncs_failed) = (4, 1);
+    circl.last_sync_seconds = Some(2.5);
+    circl.last_success_epoch = Some(mispd::model::now_epoch() - 60);
+    v.sources[1].held = Some(mispd::model::HeldChange {
+        added: 0,
+        removed: 900,
+        current: 1000,
+        reason: "removes 90 %".into(),
+        since: 1,
+    });
+    let s = Server::start(|_| {}, v).await;
     lookup(&s, "evil.example").await;
     lookup(&s, "good.example").await;
     let (status, text) = s.text("/metrics").await;
     assert_eq!(status, 200);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("metrics.txt");
+    std::fs::write(&file, &text).unwrap();
+    consumers::promtool_accepts(&file);
+    for line in [
+        "mispd_syncs_total{source=\"circl\",outcome=\"ok\"} 4",
+        "mispd_syncs_total{source=\"circl\",outcome=\"failed\"} 1",
+        "mispd_syncs_total{source=\"botvrij\",outcome=\"ok\"} 0",
+        "mispd_sync_duration_seconds{source=\"circl\"} 2.5",
+        "mispd_quarantined{source=\"circl\",reason=\"bogon\"} 2",
+        "mispd_quarantined{source=\"botvrij\",reason=\"bogon\"} 1",
+        "mispd_held_change_values{source=\"botvrij\",change=\"removed\"} 900",
+        "mispd_held_change_values{source=\"circl\",change=\"removed\"} 0",
+        "mispd_snapshot_write_failures_total 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line} in {text}");
+    }
+    let age: i64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("mispd_data_age_seconds{source=\"circl\"} "))
+        .unwrap_or_else(|| panic!("no data age in {text}"))
+        .parse()
+        .unwrap();
+    assert!((60..120).contains(&age), "{age}");
+    assert!(
+        !text.contains("mispd_data_age_seconds{source=\"botvrij\"}"),
+        "never synced: no age"
+    );
+    assert!(
+        !text.contains("mispd_snapshot_age_seconds"),
+        "no snapshot was written: {text}"
+    );
     assert!(text.contains("\nmispd_generation 3\n"), "{text}");
     assert!(text.contains("\nmispd_lookups_total 2\n"), "{text}");
     assert!(text.contains("\nmispd_lookup_hits_total 1\n"), "{text}");

@@ -2,11 +2,13 @@
 //! sync counters the supervisor feeds through [`crate::state::Metrics`].
 
 use super::handlers::{Ctx, Resp};
+use crate::model::{now_epoch, SourceStatus};
 use crate::state::LATENCY_BUCKETS_US;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::Response;
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -57,9 +59,20 @@ pub(crate) fn render(ctx: &Ctx) -> String {
         &mut o,
         "mispd_quarantined",
         "gauge",
-        "Values held in quarantine.",
+        "Values held in quarantine, by source and reason code.",
     );
-    let _ = writeln!(o, "mispd_quarantined {}", view.quarantine.len());
+    let mut by_reason: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+    for r in view.quarantine.iter() {
+        *by_reason.entry((&r.source, &r.reason.code)).or_default() += 1;
+    }
+    for ((source, reason), n) in by_reason {
+        let _ = writeln!(
+            o,
+            "mispd_quarantined{{source=\"{}\",reason=\"{}\"}} {n}",
+            label(source),
+            label(reason)
+        );
+    }
     head(
         &mut o,
         "mispd_source_state",
@@ -73,6 +86,16 @@ pub(crate) fn render(ctx: &Ctx) -> String {
             label(&s.name),
             s.state.as_str()
         );
+    }
+    sources(&mut o, &view.sources, now_epoch());
+    if let Some(age) = snapshot_age(m.snapshot_written.load(Relaxed), now_epoch()) {
+        head(
+            &mut o,
+            "mispd_snapshot_age_seconds",
+            "gauge",
+            "Seconds since the on-disk snapshot was last written (it is written when what is served changes).",
+        );
+        let _ = writeln!(o, "mispd_snapshot_age_seconds {age}");
     }
     let counters = [
         ("mispd_lookups_total", "Values looked up.", &m.lookups),
@@ -102,16 +125,6 @@ pub(crate) fn render(ctx: &Ctx) -> String {
             &m.rejected_connections,
         ),
         (
-            "mispd_syncs_ok_total",
-            "Source syncs that succeeded.",
-            &m.syncs_ok,
-        ),
-        (
-            "mispd_syncs_failed_total",
-            "Source syncs that failed.",
-            &m.syncs_failed,
-        ),
-        (
             "mispd_breaker_trips_total",
             "Mass-change breakers tripped.",
             &m.breaker_trips,
@@ -120,6 +133,11 @@ pub(crate) fn render(ctx: &Ctx) -> String {
             "mispd_rejections_total",
             "Values rejected by validation.",
             &m.rejections,
+        ),
+        (
+            "mispd_snapshot_write_failures_total",
+            "Snapshot writes that failed (state directory full or not writable).",
+            &m.snapshot_failures,
         ),
     ];
     for (name, help, c) in counters {
@@ -161,6 +179,84 @@ pub(crate) fn render(ctx: &Ctx) -> String {
         let _ = writeln!(o, "mispd_heap_bytes{{state=\"free\"}} {}", h.free);
     }
     o
+}
+
+/// Per-source sync figures: syncs by outcome, the last sync's duration, the last success, and
+/// the size of a held change.
+fn sources(o: &mut String, sources: &[SourceStatus], now: i64) {
+    head(
+        o,
+        "mispd_syncs_total",
+        "counter",
+        "Syncs since the daemon started, by source and outcome (ok, failed).",
+    );
+    for s in sources {
+        let name = label(&s.name);
+        let _ = writeln!(
+            o,
+            "mispd_syncs_total{{source=\"{name}\",outcome=\"ok\"}} {}",
+            s.syncs_ok
+        );
+        let _ = writeln!(
+            o,
+            "mispd_syncs_total{{source=\"{name}\",outcome=\"failed\"}} {}",
+            s.syncs_failed
+        );
+    }
+    head(
+        o,
+        "mispd_sync_duration_seconds",
+        "gauge",
+        "How long the last completed sync of a source took (fetch, decode, validation).",
+    );
+    for s in sources {
+        if let Some(t) = s.last_sync_seconds {
+            let _ = writeln!(
+                o,
+                "mispd_sync_duration_seconds{{source=\"{}\"}} {t}",
+                label(&s.name)
+            );
+        }
+    }
+    head(
+        o,
+        "mispd_data_age_seconds",
+        "gauge",
+        "Seconds since the last successful sync of a source (of the data served for it).",
+    );
+    for s in sources {
+        if let Some(t) = s.last_success_epoch {
+            let _ = writeln!(
+                o,
+                "mispd_data_age_seconds{{source=\"{}\"}} {}",
+                label(&s.name),
+                (now - t).max(0)
+            );
+        }
+    }
+    head(
+        o,
+        "mispd_held_change_values",
+        "gauge",
+        "Values a held mass change would add or remove (0 when nothing is held).",
+    );
+    for s in sources {
+        let (added, removed) = s.held.as_ref().map_or((0, 0), |h| (h.added, h.removed));
+        let name = label(&s.name);
+        let _ = writeln!(
+            o,
+            "mispd_held_change_values{{source=\"{name}\",change=\"added\"}} {added}"
+        );
+        let _ = writeln!(
+            o,
+            "mispd_held_change_values{{source=\"{name}\",change=\"removed\"}} {removed}"
+        );
+    }
+}
+
+/// Seconds since the snapshot was written, when there is one (`written` 0: none).
+fn snapshot_age(written: i64, now: i64) -> Option<i64> {
+    (written > 0).then(|| (now - written).max(0))
 }
 
 pub(crate) fn respond(ctx: &Ctx) -> Resp {

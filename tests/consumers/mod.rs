@@ -1,8 +1,9 @@
-//! The real consumers' own parsers, run on mispd's exports: `nft -c -f` for the nftables set
-//! file, `named-checkzone` for the RPZ zone (Debian's `nftables` and `bind9-utils`).
+//! The real consumers' own parsers, run on mispd's output: `nft -c -f` for the nftables set
+//! file, `named-checkzone` for the RPZ zone, `promtool check metrics` for `/metrics` (Debian's
+//! `nftables`, `bind9-utils` and `prometheus`).
 //!
 //! On a developer machine a missing tool skips its check with a line on stderr. With
-//! `MISPD_TEST_REQUIRE_TOOLS=1` (what `.ci/run` sets, after installing both) a missing tool, or
+//! `MISPD_TEST_REQUIRE_TOOLS=1` (what `.ci/run` sets, after installing them) a missing tool, or
 //! an `nft` that cannot reach netlink, fails the test instead: CI never passes on a check that
 //! did not run.
 #![allow(dead_code)]
@@ -55,6 +56,32 @@ pub fn named_accepts(origin: &str, file: &Path) {
     assert!(
         o.status.success(),
         "named-checkzone: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// `promtool check metrics < file`: Prometheus's own parser and linter for the text format
+/// (Debian's `prometheus`).
+pub fn promtool_accepts(file: &Path) {
+    let Ok(input) = std::fs::File::open(file) else {
+        panic!("cannot open {}", file.display());
+    };
+    let o = match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(input)
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) if !required() => {
+            eprintln!("promtool is not installed ({e}): its check of /metrics is skipped");
+            return;
+        }
+        Err(e) => panic!("promtool cannot run ({e}) and MISPD_TEST_REQUIRE_TOOLS is set"),
+    };
+    assert!(
+        o.status.success(),
+        "promtool check metrics: {}{}",
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
