@@ -293,6 +293,16 @@ fn feed_is_synced_validated_served_and_survives_restart_without_the_feed() {
     assert!(source(&st, "infoblox")["last-error"].is_string(), "{st}");
     let (_, v) = d.get("/v1/lookup?value=62.171.178.147");
     assert_eq!(v["listed"], true, "{v}");
+    // A consumer's cursor from before the restart names a generation of another process: it
+    // gets a reset with the whole set, never a delta computed against the wrong base.
+    let sock = d.socket.to_str().unwrap().to_string();
+    let (code, out, err) = ctl(&["--socket", &sock, "changes", "--since", &cursor], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("# reset"), "{out:.200}");
+    assert!(
+        out.contains("+ wordpress.agrupem.com\tdomain"),
+        "{out:.300}"
+    );
     let metrics = metrics_text(&d.socket);
     let failed: u64 = metrics
         .lines()
