@@ -10,6 +10,7 @@ use crate::model::{
     now_epoch, rfc3339, HeldChange, Indicator, Kind, Rejection, SourceState, SourceStatus,
 };
 use crate::state::{AdminCommand, Shared, View, WarninglistOracle};
+use crate::sync::store_file;
 use crate::sync::worker::{fetcher_for, Worker, WorkerEvent, WorkerHandle, WorkerState};
 use crate::validate::{breaker, Protected, Validator};
 use crate::{notify, snapshot};
@@ -275,6 +276,7 @@ impl Supervisor {
             validator: self.validator.clone(),
             revalidate: self.revalidate.subscribe(),
             events: self.events_tx.clone(),
+            store_path: store_file::path(&self.config.daemon.state_dir, &slot.name),
         };
         slot.worker = Some(worker.spawn(state));
     }
@@ -536,9 +538,10 @@ impl Supervisor {
                 }
                 Some(mut slot) => {
                     let state = stop(slot.worker.take()).await;
-                    // Keep the store when the source still talks to the same place.
+                    // Keep the store when it would be asked for the same data: same place, same
+                    // server-side filters (the store file is refused otherwise, too).
                     let same_place =
-                        slot.settings.url == settings.url && slot.settings.kind == settings.kind;
+                        store_file::identity(&slot.settings) == store_file::identity(&settings);
                     slot.status.kind = settings.kind.as_str().to_string();
                     slot.settings = settings;
                     slot.key = None;

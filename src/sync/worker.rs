@@ -4,6 +4,7 @@
 //! exponential backoff up to the interval.
 
 use super::plan::{self, Cursor, Mode, Store};
+use super::store_file::{self, StoreFileError};
 use crate::config::{SourceKind, SourceSettings};
 use crate::misp::client::SharedKey;
 use crate::misp::{ClientError, FeedClient, FeedError, MispClient};
@@ -70,6 +71,9 @@ pub struct WorkerState {
     pub cursor: Cursor,
     /// Feed sources: event uuid -> manifest timestamp of the version in the store.
     pub feed_events: HashMap<String, i64>,
+    /// The state is the source's store file, not the fields above (empty then): between syncs
+    /// it stays on disk ([`store_file`]). A default state makes the worker try the file too.
+    pub on_disk: bool,
 }
 
 /// How the supervisor reaches a running worker.
@@ -92,6 +96,8 @@ pub struct Worker {
     /// Bumped by the supervisor on reload: re-validate the store at once with the new rules.
     pub revalidate: watch::Receiver<u64>,
     pub events: mpsc::UnboundedSender<WorkerEvent>,
+    /// The source's store file ([`store_file::path`]).
+    pub store_path: std::path::PathBuf,
 }
 
 impl Worker {
@@ -109,16 +115,20 @@ impl Worker {
     async fn run(mut self, mut state: WorkerState, mut stop: watch::Receiver<bool>) -> WorkerState {
         let interval = self.settings.interval.0;
         let mut failures: u32 = 0;
-        if !state.store.is_empty() {
-            if let Some(ev) = self.validate(&mut state, None, Instant::now(), false).await {
-                let _ = self.events.send(ev);
-            }
+        if state.on_disk || has_synced(&state) {
+            // Handed over by a reload: the new rules apply at once.
+            self.revalidate_state(&mut state).await;
+        } else {
+            // A fresh start: the store file of an earlier run, if any, is where the source stands.
+            state.on_disk = true;
         }
         loop {
             let _ = self.events.send(WorkerEvent::Syncing {
                 source: self.name.clone(),
             });
             let started = Instant::now();
+            // Whether the store file holds exactly what is in memory (no need to write it again).
+            let mut saved = self.load(&mut state).await;
             let result = tokio::select! {
                 r = self.sync_once(&mut state) => r,
                 _ = stop.changed() => return state,
@@ -126,6 +136,7 @@ impl Worker {
             let wait = match result {
                 Ok(key_expires) => {
                     failures = 0;
+                    saved = false;
                     if let Some(ev) = self.validate(&mut state, key_expires, started, true).await {
                         let _ = self.events.send(ev);
                     }
@@ -149,24 +160,111 @@ impl Worker {
                     retry_in
                 }
             };
+            self.park(&mut state, saved).await;
             let sleep = tokio::time::sleep(wait);
             tokio::pin!(sleep);
             loop {
                 tokio::select! {
                     _ = &mut sleep => break,
                     _ = stop.changed() => return state,
-                    Ok(()) = self.revalidate.changed() => {
-                        // Only a store filled by a completed sync speaks for the source. Before
-                        // that (just started from the snapshot, or the URL changed on reload and
-                        // MISP is down), re-validating the empty store would publish "nothing"
-                        // past the breakers and unlist the whole last known-good set.
-                        if has_synced(&state) {
-                            if let Some(ev) = self.validate(&mut state, None, Instant::now(), false).await {
-                                let _ = self.events.send(ev);
-                            }
-                        }
-                    }
+                    Ok(()) = self.revalidate.changed() => self.revalidate_state(&mut state).await,
                 }
+            }
+        }
+    }
+
+    /// Re-validate the store with the current rules (after a reload), from its file and back.
+    async fn revalidate_state(&self, state: &mut WorkerState) {
+        let saved = self.load(state).await;
+        // Only a store filled by a completed sync speaks for the source. Before that (just
+        // started from the snapshot, the URL changed on reload and MISP is down, or the store
+        // file is gone), re-validating the empty store would publish "nothing" past the
+        // breakers and unlist the whole last known-good set.
+        if has_synced(state) {
+            if let Some(ev) = self.validate(state, None, Instant::now(), false).await {
+                let _ = self.events.send(ev);
+            }
+        }
+        // Validation reads the store without changing it: a loaded one need not be written.
+        self.park(state, saved).await;
+    }
+
+    /// Bring the state in from the store file when it is there. Returns whether it was loaded.
+    /// Anything but a sound file of this source's identity leaves the state empty, so the next
+    /// sync is a full one, never an incremental one on an empty store (a mass deletion).
+    async fn load(&self, state: &mut WorkerState) -> bool {
+        if !state.on_disk {
+            return false;
+        }
+        *state = WorkerState::default();
+        let path = self.store_path.clone();
+        let name = self.name.clone();
+        let identity = store_file::identity(&self.settings);
+        let loaded =
+            tokio::task::spawn_blocking(move || store_file::load(&path, &name, &identity)).await;
+        let source = &self.name;
+        match loaded {
+            Ok(Ok(Some(s))) => {
+                *state = s;
+                return true;
+            }
+            Ok(Ok(None)) => {
+                tracing::info!(source = %source, "no store file: the next sync is a full one")
+            }
+            Ok(Err(e @ StoreFileError::Damaged { .. })) => {
+                let moved = store_file::quarantine(&self.store_path, now_epoch());
+                let moved_to = match &moved {
+                    Ok(to) => to.display().to_string(),
+                    Err(m) => format!("not moved aside: {m}"),
+                };
+                tracing::warn!(source = %source, error = %e, moved_to, "store file refused; the next sync is a full one");
+            }
+            Ok(Err(e @ StoreFileError::Foreign { .. })) => {
+                tracing::info!(source = %source, error = %e, "store file not used; the next sync is a full one")
+            }
+            Ok(Err(e @ StoreFileError::Io { .. })) => {
+                tracing::warn!(source = %source, error = %e, "cannot read the store file; the next sync is a full one")
+            }
+            Err(e) => {
+                tracing::error!(source = %source, error = %e, "loading the store file failed; the next sync is a full one")
+            }
+        }
+        false
+    }
+
+    /// Put the state in its store file and free its memory until the next sync. `saved`: the
+    /// file already holds it. When the file cannot be written the state stays in memory.
+    async fn park(&self, state: &mut WorkerState, saved: bool) {
+        if state.on_disk {
+            return;
+        }
+        let taken = std::mem::take(state);
+        let path = self.store_path.clone();
+        let name = self.name.clone();
+        let identity = store_file::identity(&self.settings);
+        // Writing, and freeing a million attributes, both take a while: off the runtime's threads.
+        let parked = tokio::task::spawn_blocking(move || {
+            if !saved {
+                if let Err(e) = store_file::write(&path, &name, &identity, &taken) {
+                    return Err(Box::new((taken, e)));
+                }
+            }
+            drop(taken);
+            crate::sys::release_free_memory();
+            Ok(())
+        })
+        .await;
+        match parked {
+            Ok(Ok(())) => state.on_disk = true,
+            Ok(Err(kept)) => {
+                let (taken, e) = *kept;
+                tracing::warn!(source = %self.name, error = %e, "cannot write the store file; keeping the store in memory");
+                *state = taken;
+            }
+            Err(e) => {
+                // The state went with the task; the file holds the last one written, whole.
+                tracing::error!(source = %self.name, error = %e, "writing the store file failed");
+                state.on_disk = true;
             }
         }
     }
