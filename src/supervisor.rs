@@ -213,6 +213,7 @@ impl Supervisor {
             mut term,
             mut int,
         } = signals;
+        self.forget_removed_stores();
         for i in 0..self.slots.len() {
             self.start_worker(i, WorkerState::default());
         }
@@ -568,8 +569,22 @@ impl Supervisor {
             tracing::info!(source = %name, "source removed from the configuration; its indicators are no longer served");
             stop(slot.worker.take()).await;
         }
+        self.forget_removed_stores();
         self.rebuild().await;
         self.write_snapshot().await;
+    }
+
+    /// Delete the store files of sources no longer configured (a few directory entries).
+    fn forget_removed_stores(&self) {
+        let keep: Vec<&str> = self.slots.iter().map(|s| &*s.name).collect();
+        match store_file::remove_others(&self.config.daemon.state_dir, &keep) {
+            Ok(removed) => {
+                for path in removed {
+                    tracing::info!(path = %path.display(), "store file of a removed source deleted");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot tidy the store files of removed sources"),
+        }
     }
 
     fn slot_mut(&mut self, name: &str) -> Option<&mut SourceSlot> {

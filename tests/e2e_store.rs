@@ -195,6 +195,21 @@ fn a_reload_revalidates_the_store_from_disk() {
     assert!(d
         .log_text()
         .contains("re-validated with the reloaded rules"));
+
+    // A source removed (here: renamed) on reload takes its store file with it.
+    std::fs::write(
+        &d.config,
+        cfg.replace("name = \"prod\"", "name = \"prod2\"")
+            .replace("{dir}", tmp.path().to_str().unwrap()),
+    )
+    .unwrap();
+    d.signal("HUP");
+    let renamed = tmp.path().join("state/stores/prod2.store");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while store.exists() || !renamed.exists() {
+        assert!(Instant::now() < deadline, "{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let (status, log, _) = d.stop();
     assert!(status.success(), "{log}");
 }

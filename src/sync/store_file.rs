@@ -339,6 +339,29 @@ pub fn quarantine(path: &Path, now: i64) -> std::io::Result<PathBuf> {
     Ok(to)
 }
 
+/// Delete the store files of sources not in `keep` (removed from the configuration), so their
+/// MISP data does not linger. Files moved aside as damaged are left for the operator.
+pub fn remove_others(state_dir: &Path, keep: &[&str]) -> std::io::Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(state_dir.join(DIR)) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let source = name
+            .strip_suffix(".store")
+            .or_else(|| name.strip_suffix(".store.tmp"));
+        if source.is_some_and(|s| !keep.contains(&s)) {
+            std::fs::remove_file(&path)?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
+}
+
 fn put_u(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push(v as u8 | 0x80);
@@ -578,6 +601,29 @@ mod tests {
             change(&mut s);
             assert_ne!(identity(&s), id);
         }
+    }
+
+    #[test]
+    fn only_the_store_files_of_removed_sources_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(
+            remove_others(dir.path(), &[]).unwrap().is_empty(),
+            "no directory yet"
+        );
+        for name in ["a", "b"] {
+            write(&path(dir.path(), name), name, &ID, &state(1)).unwrap();
+        }
+        let stores = dir.path().join(DIR);
+        std::fs::write(stores.join("c.store.tmp"), b"x").unwrap();
+        std::fs::write(stores.join("b.store.corrupt-5"), b"x").unwrap();
+        let mut removed = remove_others(dir.path(), &["a"]).unwrap();
+        removed.sort();
+        assert_eq!(
+            removed,
+            [stores.join("b.store"), stores.join("c.store.tmp")]
+        );
+        assert!(stores.join("a.store").exists());
+        assert!(stores.join("b.store.corrupt-5").exists());
     }
 
     #[test]
