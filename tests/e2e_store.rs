@@ -81,6 +81,35 @@ fn store_on_disk_gives_incremental_syncs_across_restarts_and_damage_gives_a_full
     double.srv().clear_requests();
     let next = first_sync(&d, &double);
     assert!(next["attribute_timestamp"].is_i64(), "{next}");
+    // Syncs that bring nothing new leave the file alone; one that does rewrites it.
+    let modified = || std::fs::metadata(&store).unwrap().modified().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = modified();
+    double.srv().clear_requests();
+    while searches(&double).len() < 2 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_ok(&d, "prod");
+    assert_eq!(
+        modified(),
+        before,
+        "a sync that changed nothing rewrote the file\n{}",
+        d.log_text()
+    );
+    double.srv().add_attribute(serde_json::json!({
+        "uuid": "5a1e0000-0000-4000-8000-0000000057a0", "type": "domain",
+        "category": "Network activity", "value": "added-while-up-c2.net", "to_ids": true
+    }));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while modified() == before {
+        assert!(
+            Instant::now() < deadline,
+            "the change was not written\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(listed(&d, "added-while-up-c2.net"));
 
     // A restart goes on incrementally too, and what changed meanwhile arrives.
     let config_path = d.config.clone();

@@ -134,9 +134,12 @@ impl Worker {
                 _ = stop.changed() => return state,
             };
             let wait = match result {
-                Ok(key_expires) => {
+                Ok(Synced {
+                    key_expires,
+                    changed,
+                }) => {
                     failures = 0;
-                    saved = false;
+                    saved &= !changed;
                     if let Some(ev) = self.validate(&mut state, key_expires, started, true).await {
                         let _ = self.events.send(ev);
                     }
@@ -319,13 +322,13 @@ impl Worker {
     }
 
     /// Fetch and apply one sync. On error nothing in `state` has changed.
-    async fn sync_once(&self, state: &mut WorkerState) -> Result<Option<String>, SyncError> {
+    async fn sync_once(&self, state: &mut WorkerState) -> Result<Synced, SyncError> {
         // A deadline for the whole sync, so a server that answers each page slowly cannot stall us forever.
         let deadline = self.settings.timeout.0 * 20;
         let fut = async {
             match &self.fetcher {
                 Fetcher::Misp(client) => self.sync_misp(client, state).await,
-                Fetcher::Feed(feed) => self.sync_feed(feed, state).await.map(|()| None),
+                Fetcher::Feed(feed) => self.sync_feed(feed, state).await,
             }
         };
         match tokio::time::timeout(deadline, fut).await {
@@ -338,7 +341,7 @@ impl Worker {
         &self,
         client: &MispClient,
         state: &mut WorkerState,
-    ) -> Result<Option<String>, SyncError> {
+    ) -> Result<Synced, SyncError> {
         let now = now_epoch();
         let mode = plan::choose_mode(
             &state.cursor,
@@ -364,6 +367,8 @@ impl Worker {
             tracing::warn!(source = %self.name, bad_rows, "MISP sent attributes that could not be read; they were skipped");
         }
         // The sync is complete: only now does anything change.
+        // An incremental sync re-reads the overlap window: often it brings nothing new.
+        let changed = mode == Mode::Full || changes_store(&state.store, pages.iter().flatten());
         let mut store = match mode {
             Mode::Full => Store::default(),
             Mode::Incremental { .. } => std::mem::take(&mut state.store),
@@ -376,10 +381,17 @@ impl Worker {
         if mode == Mode::Full {
             state.cursor.last_full = Some(now);
         }
-        Ok(key_expires)
+        Ok(Synced {
+            key_expires,
+            changed,
+        })
     }
 
-    async fn sync_feed(&self, feed: &FeedClient, state: &mut WorkerState) -> Result<(), SyncError> {
+    async fn sync_feed(
+        &self,
+        feed: &FeedClient,
+        state: &mut WorkerState,
+    ) -> Result<Synced, SyncError> {
         let manifest = feed.manifest().await?;
         let changed: Vec<(&String, i64)> = manifest
             .iter()
@@ -429,9 +441,22 @@ impl Worker {
             state.cursor.max_timestamp = state.cursor.max_timestamp.max(Some(a.timestamp));
             state.store.apply(a);
         }
+        // A feed's `last_full` only says that it synced (`has_synced`): no reason to rewrite
+        // the store file when no event changed.
+        let changed = !remove.is_empty() || state.cursor.last_full.is_none();
         state.cursor.last_full = Some(now_epoch());
-        Ok(())
+        Ok(Synced {
+            key_expires: None,
+            changed,
+        })
     }
+}
+
+/// What a completed sync tells the loop.
+struct Synced {
+    key_expires: Option<String>,
+    /// Whether the store or cursor changed (else a loaded store file still holds the state).
+    changed: bool,
 }
 
 /// Attributes per thread below which a set is judged on one thread.
@@ -481,6 +506,31 @@ fn judge_all(
         out.2 += skipped;
     }
     out
+}
+
+/// Whether applying these attributes would change the store: one pass over it, cheap beside
+/// rewriting its file.
+fn changes_store<'a>(store: &Store, incoming: impl Iterator<Item = &'a Attribute>) -> bool {
+    // Of a uuid sent twice, the version `Store::apply` would keep: the last of the newest.
+    let mut by_uuid: HashMap<&str, &Attribute> = HashMap::new();
+    for a in incoming {
+        let kept = by_uuid.entry(&a.uuid).or_insert(a);
+        if a.timestamp >= kept.timestamp {
+            *kept = a;
+        }
+    }
+    for s in store.iter() {
+        if by_uuid.is_empty() {
+            return false;
+        }
+        if let Some(a) = by_uuid.remove(&*s.uuid) {
+            if s != a && s.timestamp <= a.timestamp {
+                return true;
+            }
+        }
+    }
+    // What the store lacks is news unless it is a delete.
+    by_uuid.values().any(|a| !a.deleted)
 }
 
 /// Whether the worker's store reflects a completed sync (MISP: a full sync; feeds: any sync).
@@ -584,6 +634,59 @@ mod tests {
         assert!(skipped > 0 && !rej.is_empty() && ind.len() > attrs.len() / 2);
         assert_eq!(ind, one.0, "same indicators in the same order");
         assert_eq!(rej, one.1);
+    }
+
+    #[test]
+    fn only_attributes_that_would_change_the_store_count_as_a_change() {
+        let attr = |uuid: &str, ts: i64, value: &str, deleted: bool| Attribute {
+            uuid: uuid.into(),
+            event_uuid: Some("e1".into()),
+            misp_type: "domain".into(),
+            category: "Network activity".into(),
+            value: value.into(),
+            to_ids: true,
+            deleted,
+            timestamp: ts,
+            tags: Arc::from(Vec::new()),
+            last_seen: None,
+            event_published: None,
+        };
+        let mut store = Store::default();
+        store.apply(attr("a", 10, "a.example-c2.net", false));
+        store.apply(attr("b", 10, "b.example-c2.net", false));
+        let changes = |incoming: &[Attribute]| changes_store(&store, incoming.iter());
+        assert!(!changes(&[]));
+        // The overlap window returns what the store already holds.
+        assert!(!changes(&[attr("a", 10, "a.example-c2.net", false)]));
+        assert!(!changes(&[attr("a", 9, "older.example-c2.net", false)]));
+        assert!(
+            !changes(&[attr("zz", 11, "x.example-c2.net", true)]),
+            "delete of unknown"
+        );
+        assert!(changes(&[attr("a", 10, "edited.example-c2.net", false)]));
+        assert!(
+            changes(&[attr("b", 11, "b.example-c2.net", true)]),
+            "a delete"
+        );
+        assert!(
+            changes(&[attr("c", 1, "c.example-c2.net", false)]),
+            "a new one"
+        );
+        let mut flipped = attr("a", 10, "a.example-c2.net", false);
+        flipped.to_ids = false;
+        assert!(changes(&[flipped]));
+        let same = attr("a", 10, "a.example-c2.net", false);
+        let edited = attr("a", 11, "edited.example-c2.net", false);
+        assert!(!changes(&[same.clone(), same.clone()]), "twice in one sync");
+        assert!(changes(&[same.clone(), edited.clone()]));
+        let older_edit = attr("a", 9, "edited.example-c2.net", false);
+        assert!(
+            !changes(&[older_edit, same.clone()]),
+            "the newest version is the stored one"
+        );
+        let mut gone = same.clone();
+        gone.deleted = true;
+        assert!(!changes(&[gone, same]), "deleted, then back as it was");
     }
 
     #[test]
