@@ -140,7 +140,11 @@ impl Worker {
                 }) => {
                     failures = 0;
                     saved &= !changed;
-                    if let Some(ev) = self.validate(&mut state, key_expires, started, true).await {
+                    let ev = self.validate(&mut state, key_expires, started, true).await;
+                    // The store goes before the supervisor builds the new index: its memory
+                    // is reused for the index instead of leaving holes around it.
+                    self.park(&mut state, saved).await;
+                    if let Some(ev) = ev {
                         let _ = self.events.send(ev);
                     }
                     interval
@@ -183,13 +187,15 @@ impl Worker {
         // started from the snapshot, the URL changed on reload and MISP is down, or the store
         // file is gone), re-validating the empty store would publish "nothing" past the
         // breakers and unlist the whole last known-good set.
-        if has_synced(state) {
-            if let Some(ev) = self.validate(state, None, Instant::now(), false).await {
-                let _ = self.events.send(ev);
-            }
-        }
+        let ev = match has_synced(state) {
+            true => self.validate(state, None, Instant::now(), false).await,
+            false => None,
+        };
         // Validation reads the store without changing it: a loaded one need not be written.
         self.park(state, saved).await;
+        if let Some(ev) = ev {
+            let _ = self.events.send(ev);
+        }
     }
 
     /// Bring the state in from the store file when it is there. Returns whether it was loaded.
