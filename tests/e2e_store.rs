@@ -109,7 +109,11 @@ fn store_on_disk_gives_incremental_syncs_across_restarts_and_damage_gives_a_full
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(listed(&d, "added-while-up-c2.net"));
+    // The file is written before the new set is published: wait for that too.
+    while !listed(&d, "added-while-up-c2.net") {
+        assert!(Instant::now() < deadline, "not published\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // A restart goes on incrementally too, and what changed meanwhile arrives.
     let config_path = d.config.clone();

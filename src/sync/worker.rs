@@ -1,6 +1,6 @@
 //! One worker per source: on its schedule it fetches (MISP restSearch pages or a static feed),
-//! keeps the source's store of live attributes, validates the selected ones and hands the result
-//! to the supervisor. A failed sync changes nothing that is served; it is retried with jittered
+//! keeps the source's store of live attributes (on disk between syncs, [`store_file`]),
+//! validates the selected ones and hands the result to the supervisor. A failed sync changes nothing that is served; it is retried with jittered
 //! exponential backoff up to the interval.
 
 use super::plan::{self, Cursor, Mode, Store};
@@ -115,9 +115,15 @@ impl Worker {
     async fn run(mut self, mut state: WorkerState, mut stop: watch::Receiver<bool>) -> WorkerState {
         let interval = self.settings.interval.0;
         let mut failures: u32 = 0;
+        // Whether the store file holds exactly what is in memory (no need to write it again).
+        let mut saved = false;
         if state.on_disk || has_synced(&state) {
-            // Handed over by a reload: the new rules apply at once.
-            self.revalidate_state(&mut state).await;
+            // Handed over by a reload: the new rules apply at once. The sync follows at once
+            // too, so the store stays in memory for it.
+            saved = self.load(&mut state).await;
+            if let Some(ev) = self.revalidated(&mut state).await {
+                let _ = self.events.send(ev);
+            }
         } else {
             // A fresh start: the store file of an earlier run, if any, is where the source stands.
             state.on_disk = true;
@@ -127,8 +133,9 @@ impl Worker {
                 source: self.name.clone(),
             });
             let started = Instant::now();
-            // Whether the store file holds exactly what is in memory (no need to write it again).
-            let mut saved = self.load(&mut state).await;
+            if state.on_disk {
+                saved = self.load(&mut state).await;
+            }
             let result = tokio::select! {
                 r = self.sync_once(&mut state) => r,
                 _ = stop.changed() => return state,
@@ -183,19 +190,24 @@ impl Worker {
     /// Re-validate the store with the current rules (after a reload), from its file and back.
     async fn revalidate_state(&self, state: &mut WorkerState) {
         let saved = self.load(state).await;
-        // Only a store filled by a completed sync speaks for the source. Before that (just
-        // started from the snapshot, the URL changed on reload and MISP is down, or the store
-        // file is gone), re-validating the empty store would publish "nothing" past the
-        // breakers and unlist the whole last known-good set.
-        let ev = match has_synced(state) {
-            true => self.validate(state, None, Instant::now(), false).await,
-            false => None,
-        };
+        let ev = self.revalidated(state).await;
         // Validation reads the store without changing it: a loaded one need not be written.
         self.park(state, saved).await;
         if let Some(ev) = ev {
             let _ = self.events.send(ev);
         }
+    }
+
+    /// The store judged by the current rules, when it speaks for the source.
+    async fn revalidated(&self, state: &mut WorkerState) -> Option<WorkerEvent> {
+        // Only a store filled by a completed sync speaks for the source. Before that (just
+        // started from the snapshot, the URL changed on reload and MISP is down, or the store
+        // file is gone), re-validating the empty store would publish "nothing" past the
+        // breakers and unlist the whole last known-good set.
+        if !has_synced(state) {
+            return None;
+        }
+        self.validate(state, None, Instant::now(), false).await
     }
 
     /// Bring the state in from the store file when it is there. Returns whether it was loaded.
