@@ -90,24 +90,21 @@ pub fn encode(name: &str, identity: &[u8; 32], state: &WorkerState) -> Vec<u8> {
 /// The header line, then the body in two parts, left apart so that the attributes' bytes (tens
 /// of MB) are not copied again on their way to the file.
 fn encode_parts(name: &str, identity: &[u8; 32], state: &WorkerState) -> [Vec<u8>; 3] {
-    let mut strings: HashMap<&str, u64> = HashMap::new();
+    // Keyed by address: the store shares its repeated strings and tag lists, so one address
+    // stands for one string, and no text is hashed per attribute.
+    let mut strings: HashMap<usize, u64> = HashMap::new();
     let mut table: Vec<&str> = Vec::new();
-    let mut tag_lists: HashMap<&[Arc<str>], u64> = HashMap::new();
+    let mut tag_lists: HashMap<usize, u64> = HashMap::new();
     let mut lists: Vec<Vec<u64>> = Vec::new();
     let mut attrs = Vec::with_capacity(state.store.len() * 80);
     put_u(&mut attrs, state.store.len() as u64);
     for a in state.store.iter() {
-        let mut str_no = |s| {
-            *strings.entry(s).or_insert_with(|| {
-                table.push(s);
-                table.len() as u64 - 1
-            })
-        };
+        let mut str_no = |s| number(&mut strings, &mut table, s);
         put_str(&mut attrs, &a.uuid);
-        let event = a.event_uuid.as_deref().map_or(0, |e| str_no(e) + 1);
+        let event = a.event_uuid.as_ref().map_or(0, |e| str_no(e) + 1);
         put_u(&mut attrs, event);
-        put_u(&mut attrs, str_no(&*a.misp_type));
-        put_u(&mut attrs, str_no(&*a.category));
+        put_u(&mut attrs, str_no(&a.misp_type));
+        put_u(&mut attrs, str_no(&a.category));
         put_str(&mut attrs, &a.value);
         let mut flags = 0;
         if a.to_ids {
@@ -124,12 +121,13 @@ fn encode_parts(name: &str, identity: &[u8; 32], state: &WorkerState) -> [Vec<u8
         }
         attrs.push(flags);
         put_i(&mut attrs, a.timestamp);
-        let list = match tag_lists.get(&*a.tags) {
+        let key = Arc::as_ptr(&a.tags) as *const Arc<str> as usize;
+        let list = match tag_lists.get(&key) {
             Some(&n) => n,
             None => {
-                let nos = a.tags.iter().map(|t| str_no(&**t)).collect();
+                let nos = a.tags.iter().map(&mut str_no).collect();
                 lists.push(nos);
-                tag_lists.insert(&a.tags, lists.len() as u64 - 1);
+                tag_lists.insert(key, lists.len() as u64 - 1);
                 lists.len() as u64 - 1
             }
         };
@@ -169,6 +167,16 @@ fn encode_parts(name: &str, identity: &[u8; 32], state: &WorkerState) -> [Vec<u8
         body.len() + attrs.len()
     );
     [header.into_bytes(), body, attrs]
+}
+
+/// The table number of a shared string, by its address.
+fn number<'a>(strings: &mut HashMap<usize, u64>, table: &mut Vec<&'a str>, s: &'a Arc<str>) -> u64 {
+    *strings
+        .entry(Arc::as_ptr(s) as *const u8 as usize)
+        .or_insert_with(|| {
+            table.push(s);
+            table.len() as u64 - 1
+        })
 }
 
 fn frame_body(body: &[u8]) -> Vec<u8> {
