@@ -399,6 +399,12 @@ impl Supervisor {
                             slot.incoming = Some(Arc::new(indicators));
                             self.rebuild().await;
                             self.write_snapshot().await;
+                            // The kept rejections were allocated among the whole set's
+                            // indicators, now freed: fresh copies sit together, and the pages
+                            // around the originals can go back to the kernel.
+                            let slot = &mut self.slots[i];
+                            slot.quarantine = slot.quarantine.clone();
+                            tokio::task::spawn_blocking(crate::sys::release_free_memory);
                         } else {
                             self.publish_view();
                         }
