@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 per_target=${1:-30}
 cargo_fuzz_version=0.13.2
-targets=(misp_wire validate warninglist snapshot query_request)
+targets=(misp_wire validate warninglist snapshot store_file query_request)
 # Sanitizer: address by default (catches memory errors in dependencies' unsafe code);
 # FUZZ_SANITIZER=none runs more inputs in the same time (needs a full rebuild of the fuzz build).
 sanitizer=${FUZZ_SANITIZER:-address}

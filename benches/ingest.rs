@@ -8,6 +8,9 @@
 //!    shipped warninglists, build the index. Reports attributes/s per phase and overall.
 //! 3. Writes the snapshot, then starts the real `mispd` binary on it with the source unreachable
 //!    and measures the time to `READY=1` and the daemon's resident memory once it serves.
+//! 4. Has the real daemon sync the same attributes as a local feed from an empty state
+//!    directory, and reports its memory after the sync; then restarts it on that state (the
+//!    store file: nothing is fetched again) and reports the same.
 
 mod support;
 
@@ -342,8 +345,8 @@ fn main() {
     let _ = child.wait();
 
     // Steady state: the same attributes as a local static feed, synced by the real daemon from
-    // an empty state directory. Its worker keeps the source's store (every live attribute) for
-    // the next sync, so this is what a daemon holds after its first sync.
+    // an empty state directory. Its worker writes the source's store (every live attribute) to
+    // its store file for the next sync, so this is what a daemon holds after its first sync.
     let feed = dir.path().join("feed");
     let t = Instant::now();
     let feed_bytes = write_feed(&feed, n);
@@ -373,25 +376,73 @@ fn main() {
         ),
         None => println!("  FULL SYNC: the source was not ok within 300 s"),
     }
-    // Let the snapshot write and the memory release after the new generation finish.
+    settle(&state);
+    report_memory(
+        &child,
+        n,
+        &dir.path().join("q.sock"),
+        "after its own full sync",
+    );
+    let store_file = state.join("stores/bench.store");
+    if let Ok(m) = std::fs::metadata(&store_file) {
+        println!(
+            "  the worker's store file: {:.1} MB ({:.0} bytes per attribute)",
+            m.len() as f64 / 1e6,
+            m.len() as f64 / n as f64
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // A restart with that state: the worker goes on from its store file (the feed is unchanged:
+    // no event is fetched again) and re-publishes the whole set.
+    let (mut child, synced) = start_daemon(
+        &synced_config,
+        dir.path(),
+        "bench ok",
+        Duration::from_secs(300),
+    );
+    match synced {
+        Some(d) => println!(
+            "  RESTART with the store file, start to source ok: {:.2} s",
+            d.as_secs_f64()
+        ),
+        None => println!("  RESTART: the source was not ok within 300 s"),
+    }
+    settle(&state);
+    report_memory(
+        &child,
+        n,
+        &dir.path().join("q.sock"),
+        "after the restart's first sync",
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Let the snapshot write and the memory release after a sync finish. (The worker writes its
+/// store file and frees the store before the source is reported ok.)
+fn settle(state: &Path) {
+    assert!(state.join("stores/bench.store").exists(), "no store file");
     std::thread::sleep(Duration::from_secs(3));
+}
+
+fn report_memory(child: &std::process::Child, n: usize, sock: &Path, when: &str) {
     let rss = support::status_kib(child.id(), "VmRSS:");
     let hwm = support::status_kib(child.id(), "VmHWM:");
     println!(
-        "  DAEMON RSS after its own full sync (index + the worker's store of {n} attributes): {} MB ({:.0} bytes per attribute); peak during the sync {} MB",
+        "  DAEMON RSS {when} (the index; the worker's store of {n} attributes is on disk): {} MB ({:.0} bytes per attribute); peak during the sync {} MB",
         rss / 1024,
         rss as f64 * 1024.0 / n as f64,
         hwm / 1024
     );
-    if let Some((in_use, free)) = heap_metrics(&dir.path().join("q.sock")) {
+    if let Some((in_use, free)) = heap_metrics(sock) {
         println!(
             "  its heap (mallinfo2, /metrics): {} MB in use, {} MB freed but held",
             in_use / 1_000_000,
             free / 1_000_000
         );
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// `mispd_heap_bytes` in use and free, read from the daemon's `/metrics`.

@@ -199,22 +199,37 @@ fn decode_v2(body: &[u8]) -> Result<Restored, String> {
 
 /// Serialise, checksum and write atomically to `<dir>/snapshot`.
 pub fn write(dir: &Path, snap: &Snapshot) -> Result<(), SnapshotError> {
-    let bytes = encode(snap);
-    let digest = hex(&Sha256::digest(&bytes));
-    let path = dir.join(FILE_NAME);
-    let tmp = dir.join(format!("{FILE_NAME}.tmp"));
+    let body = encode(snap);
+    let header = format!(
+        "{MAGIC} {VERSION} {} {}\n",
+        hex(&Sha256::digest(&body)),
+        body.len()
+    );
+    write_atomically(&dir.join(FILE_NAME), &[header.as_bytes(), &body])
+        .map_err(|(path, source)| SnapshotError::Io { path, source })
+}
+
+/// Write a file so that a crash leaves either the old or the new one, never a mix: a temp file
+/// beside it, fsync, rename, fsync of the directory (created when missing). On error, the path
+/// the failing step worked on. `parts` are written one after another.
+pub fn write_atomically(path: &Path, parts: &[&[u8]]) -> Result<(), (PathBuf, std::io::Error)> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let io = |p: &Path| {
         let p = p.to_path_buf();
-        move |source| SnapshotError::Io { path: p, source }
+        move |e| (p, e)
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     {
         let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        writeln!(f, "{MAGIC} {VERSION} {digest} {}", bytes.len()).map_err(io(&tmp))?;
-        f.write_all(&bytes).map_err(io(&tmp))?;
+        for part in parts {
+            f.write_all(part).map_err(io(&tmp))?;
+        }
         f.sync_all().map_err(io(&tmp))?;
     }
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    std::fs::rename(&tmp, path).map_err(io(path))?;
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io(dir))?;
@@ -418,7 +433,7 @@ pub fn quarantine_file(dir: &Path, now: i64) -> std::io::Result<PathBuf> {
     Ok(to)
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

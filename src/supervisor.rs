@@ -10,6 +10,7 @@ use crate::model::{
     now_epoch, rfc3339, HeldChange, Indicator, Kind, Rejection, SourceState, SourceStatus,
 };
 use crate::state::{AdminCommand, Shared, View, WarninglistOracle};
+use crate::sync::store_file;
 use crate::sync::worker::{fetcher_for, Worker, WorkerEvent, WorkerHandle, WorkerState};
 use crate::validate::{breaker, Protected, Validator};
 use crate::{notify, snapshot};
@@ -218,6 +219,7 @@ impl Supervisor {
             mut term,
             mut int,
         } = signals;
+        self.forget_removed_stores();
         for i in 0..self.slots.len() {
             self.start_worker(i, WorkerState::default());
         }
@@ -281,6 +283,7 @@ impl Supervisor {
             validator: self.validator.clone(),
             revalidate: self.revalidate.subscribe(),
             events: self.events_tx.clone(),
+            store_path: store_file::path(&self.config.daemon.state_dir, &slot.name),
         };
         slot.worker = Some(worker.spawn(state));
     }
@@ -406,6 +409,12 @@ impl Supervisor {
                             slot.incoming = Some(Arc::new(indicators));
                             self.rebuild().await;
                             self.write_snapshot().await;
+                            // The kept rejections were allocated among the whole set's
+                            // indicators, now freed: fresh copies sit together, and the pages
+                            // around the originals can go back to the kernel.
+                            let slot = &mut self.slots[i];
+                            slot.quarantine = slot.quarantine.clone();
+                            tokio::task::spawn_blocking(crate::sys::release_free_memory);
                         } else {
                             self.publish_view();
                         }
@@ -546,9 +555,10 @@ impl Supervisor {
                 }
                 Some(mut slot) => {
                     let state = stop(slot.worker.take()).await;
-                    // Keep the store when the source still talks to the same place.
+                    // Keep the store when it would be asked for the same data: same place, same
+                    // server-side filters (the store file is refused otherwise, too).
                     let same_place =
-                        slot.settings.url == settings.url && slot.settings.kind == settings.kind;
+                        store_file::identity(&slot.settings) == store_file::identity(&settings);
                     slot.status.kind = settings.kind.as_str().to_string();
                     slot.settings = settings;
                     slot.key = None;
@@ -575,8 +585,22 @@ impl Supervisor {
             tracing::info!(source = %name, "source removed from the configuration; its indicators are no longer served");
             stop(slot.worker.take()).await;
         }
+        self.forget_removed_stores();
         self.rebuild().await;
         self.write_snapshot().await;
+    }
+
+    /// Delete the store files of sources no longer configured (a few directory entries).
+    fn forget_removed_stores(&self) {
+        let keep: Vec<&str> = self.slots.iter().map(|s| &*s.name).collect();
+        match store_file::remove_others(&self.config.daemon.state_dir, &keep) {
+            Ok(removed) => {
+                for path in removed {
+                    tracing::info!(path = %path.display(), "store file of a removed source deleted");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot tidy the store files of removed sources"),
+        }
     }
 
     fn slot_mut(&mut self, name: &str) -> Option<&mut SourceSlot> {

@@ -1,7 +1,8 @@
 //! The API key (issue 4), end to end with the real binary: a 403 is `auth-failed` with an
 //! actionable message, a new key is picked up on SIGHUP, a redirect to another host is not
 //! followed with the key, a key in the configuration stops the start, and the key appears in
-//! none of the daemon's outputs (log, socket answers, mispctl, snapshot, /proc environ).
+//! none of the daemon's outputs (log, socket answers, mispctl, snapshot, store files, /proc
+//! environ).
 
 mod common;
 mod e2e_support;
@@ -139,6 +140,24 @@ fn auth_failure_key_rotation_and_redirects_never_expose_the_key() {
             &std::fs::read(tmp.path().join("state/snapshot")).unwrap(),
             key,
         );
+    }
+    // The sources' store files hold MISP data only.
+    let stores: Vec<_> = std::fs::read_dir(tmp.path().join("state/stores"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(
+        stores.iter().any(|p| p.ends_with("prod.store")),
+        "{stores:?}"
+    );
+    for path in &stores {
+        for key in [TEST_KEY, NEW_KEY] {
+            assert_no_secret(
+                &path.display().to_string(),
+                &std::fs::read(path).unwrap(),
+                key,
+            );
+        }
     }
 }
 

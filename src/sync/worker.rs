@@ -1,9 +1,10 @@
 //! One worker per source: on its schedule it fetches (MISP restSearch pages or a static feed),
-//! keeps the source's store of live attributes, validates the selected ones and hands the result
-//! to the supervisor. A failed sync changes nothing that is served; it is retried with jittered
+//! keeps the source's store of live attributes (on disk between syncs, [`store_file`]),
+//! validates the selected ones and hands the result to the supervisor. A failed sync changes nothing that is served; it is retried with jittered
 //! exponential backoff up to the interval.
 
 use super::plan::{self, Cursor, Mode, Store};
+use super::store_file::{self, StoreFileError};
 use crate::config::{SourceKind, SourceSettings};
 use crate::misp::client::SharedKey;
 use crate::misp::{ClientError, FeedClient, FeedError, MispClient};
@@ -70,6 +71,9 @@ pub struct WorkerState {
     pub cursor: Cursor,
     /// Feed sources: event uuid -> manifest timestamp of the version in the store.
     pub feed_events: HashMap<String, i64>,
+    /// The state is the source's store file, not the fields above (empty then): between syncs
+    /// it stays on disk ([`store_file`]). A default state makes the worker try the file too.
+    pub on_disk: bool,
 }
 
 /// How the supervisor reaches a running worker.
@@ -92,6 +96,8 @@ pub struct Worker {
     /// Bumped by the supervisor on reload: re-validate the store at once with the new rules.
     pub revalidate: watch::Receiver<u64>,
     pub events: mpsc::UnboundedSender<WorkerEvent>,
+    /// The source's store file ([`store_file::path`]).
+    pub store_path: std::path::PathBuf,
 }
 
 impl Worker {
@@ -109,24 +115,43 @@ impl Worker {
     async fn run(mut self, mut state: WorkerState, mut stop: watch::Receiver<bool>) -> WorkerState {
         let interval = self.settings.interval.0;
         let mut failures: u32 = 0;
-        if !state.store.is_empty() {
-            if let Some(ev) = self.validate(&mut state, None, Instant::now(), false).await {
+        // Whether the store file holds exactly what is in memory (no need to write it again).
+        let mut saved = false;
+        if state.on_disk || has_synced(&state) {
+            // Handed over by a reload: the new rules apply at once. The sync follows at once
+            // too, so the store stays in memory for it.
+            saved = self.load(&mut state).await;
+            if let Some(ev) = self.revalidated(&mut state).await {
                 let _ = self.events.send(ev);
             }
+        } else {
+            // A fresh start: the store file of an earlier run, if any, is where the source stands.
+            state.on_disk = true;
         }
         loop {
             let _ = self.events.send(WorkerEvent::Syncing {
                 source: self.name.clone(),
             });
             let started = Instant::now();
+            if state.on_disk {
+                saved = self.load(&mut state).await;
+            }
             let result = tokio::select! {
                 r = self.sync_once(&mut state) => r,
                 _ = stop.changed() => return state,
             };
             let wait = match result {
-                Ok(key_expires) => {
+                Ok(Synced {
+                    key_expires,
+                    changed,
+                }) => {
                     failures = 0;
-                    if let Some(ev) = self.validate(&mut state, key_expires, started, true).await {
+                    saved &= !changed;
+                    let ev = self.validate(&mut state, key_expires, started, true).await;
+                    // The store goes before the supervisor builds the new index: its memory
+                    // is reused for the index instead of leaving holes around it.
+                    self.park(&mut state, saved).await;
+                    if let Some(ev) = ev {
                         let _ = self.events.send(ev);
                     }
                     interval
@@ -149,24 +174,118 @@ impl Worker {
                     retry_in
                 }
             };
+            self.park(&mut state, saved).await;
             let sleep = tokio::time::sleep(wait);
             tokio::pin!(sleep);
             loop {
                 tokio::select! {
                     _ = &mut sleep => break,
                     _ = stop.changed() => return state,
-                    Ok(()) = self.revalidate.changed() => {
-                        // Only a store filled by a completed sync speaks for the source. Before
-                        // that (just started from the snapshot, or the URL changed on reload and
-                        // MISP is down), re-validating the empty store would publish "nothing"
-                        // past the breakers and unlist the whole last known-good set.
-                        if has_synced(&state) {
-                            if let Some(ev) = self.validate(&mut state, None, Instant::now(), false).await {
-                                let _ = self.events.send(ev);
-                            }
-                        }
-                    }
+                    Ok(()) = self.revalidate.changed() => self.revalidate_state(&mut state).await,
                 }
+            }
+        }
+    }
+
+    /// Re-validate the store with the current rules (after a reload), from its file and back.
+    async fn revalidate_state(&self, state: &mut WorkerState) {
+        let saved = self.load(state).await;
+        let ev = self.revalidated(state).await;
+        // Validation reads the store without changing it: a loaded one need not be written.
+        self.park(state, saved).await;
+        if let Some(ev) = ev {
+            let _ = self.events.send(ev);
+        }
+    }
+
+    /// The store judged by the current rules, when it speaks for the source.
+    async fn revalidated(&self, state: &mut WorkerState) -> Option<WorkerEvent> {
+        // Only a store filled by a completed sync speaks for the source. Before that (just
+        // started from the snapshot, the URL changed on reload and MISP is down, or the store
+        // file is gone), re-validating the empty store would publish "nothing" past the
+        // breakers and unlist the whole last known-good set.
+        if !has_synced(state) {
+            return None;
+        }
+        self.validate(state, None, Instant::now(), false).await
+    }
+
+    /// Bring the state in from the store file when it is there. Returns whether it was loaded.
+    /// Anything but a sound file of this source's identity leaves the state empty, so the next
+    /// sync is a full one, never an incremental one on an empty store (a mass deletion).
+    async fn load(&self, state: &mut WorkerState) -> bool {
+        if !state.on_disk {
+            return false;
+        }
+        *state = WorkerState::default();
+        let path = self.store_path.clone();
+        let name = self.name.clone();
+        let identity = store_file::identity(&self.settings);
+        let loaded =
+            tokio::task::spawn_blocking(move || store_file::load(&path, &name, &identity)).await;
+        let source = &self.name;
+        match loaded {
+            Ok(Ok(Some(s))) => {
+                *state = s;
+                return true;
+            }
+            Ok(Ok(None)) => {
+                tracing::info!(source = %source, "no store file: the next sync is a full one")
+            }
+            Ok(Err(e @ StoreFileError::Damaged { .. })) => {
+                let moved = store_file::quarantine(&self.store_path, now_epoch());
+                let moved_to = match &moved {
+                    Ok(to) => to.display().to_string(),
+                    Err(m) => format!("not moved aside: {m}"),
+                };
+                tracing::warn!(source = %source, error = %e, moved_to, "store file refused; the next sync is a full one");
+            }
+            Ok(Err(e @ StoreFileError::Foreign { .. })) => {
+                tracing::info!(source = %source, error = %e, "store file not used; the next sync is a full one")
+            }
+            Ok(Err(e @ StoreFileError::Io { .. })) => {
+                tracing::warn!(source = %source, error = %e, "cannot read the store file; the next sync is a full one")
+            }
+            Err(e) => {
+                tracing::error!(source = %source, error = %e, "loading the store file failed; the next sync is a full one")
+            }
+        }
+        false
+    }
+
+    /// Put the state in its store file and free its memory until the next sync. `saved`: the
+    /// file already holds it. When the file cannot be written the state stays in memory.
+    async fn park(&self, state: &mut WorkerState, saved: bool) {
+        if state.on_disk {
+            return;
+        }
+        let taken = std::mem::take(state);
+        let path = self.store_path.clone();
+        let name = self.name.clone();
+        let identity = store_file::identity(&self.settings);
+        // Writing, and freeing a million attributes, both take a while: off the runtime's threads.
+        let parked = tokio::task::spawn_blocking(move || {
+            if !saved {
+                if let Err(e) = store_file::write(&path, &name, &identity, &taken) {
+                    return Err(Box::new((taken, e)));
+                }
+            }
+            drop(taken);
+            crate::sys::release_free_memory();
+            Ok(())
+        })
+        .await;
+        match parked {
+            Ok(Ok(())) => state.on_disk = true,
+            Ok(Err(kept)) => {
+                let (taken, e) = *kept;
+                tracing::warn!(source = %self.name, error = %e, "cannot write the store file; keeping the store in memory");
+                *state = taken;
+            }
+            Err(e) => {
+                // The state went with the task; the file holds the last one written, whole.
+                tracing::error!(source = %self.name, error = %e, "writing the store file failed");
+                state.on_disk = true;
             }
         }
     }
@@ -221,13 +340,13 @@ impl Worker {
     }
 
     /// Fetch and apply one sync. On error nothing in `state` has changed.
-    async fn sync_once(&self, state: &mut WorkerState) -> Result<Option<String>, SyncError> {
+    async fn sync_once(&self, state: &mut WorkerState) -> Result<Synced, SyncError> {
         // A deadline for the whole sync, so a server that answers each page slowly cannot stall us forever.
         let deadline = self.settings.timeout.0 * 20;
         let fut = async {
             match &self.fetcher {
                 Fetcher::Misp(client) => self.sync_misp(client, state).await,
-                Fetcher::Feed(feed) => self.sync_feed(feed, state).await.map(|()| None),
+                Fetcher::Feed(feed) => self.sync_feed(feed, state).await,
             }
         };
         match tokio::time::timeout(deadline, fut).await {
@@ -240,7 +359,7 @@ impl Worker {
         &self,
         client: &MispClient,
         state: &mut WorkerState,
-    ) -> Result<Option<String>, SyncError> {
+    ) -> Result<Synced, SyncError> {
         let now = now_epoch();
         let mode = plan::choose_mode(
             &state.cursor,
@@ -266,6 +385,8 @@ impl Worker {
             tracing::warn!(source = %self.name, bad_rows, "MISP sent attributes that could not be read; they were skipped");
         }
         // The sync is complete: only now does anything change.
+        // An incremental sync re-reads the overlap window: often it brings nothing new.
+        let changed = mode == Mode::Full || changes_store(&state.store, pages.iter().flatten());
         let mut store = match mode {
             Mode::Full => Store::default(),
             Mode::Incremental { .. } => std::mem::take(&mut state.store),
@@ -278,10 +399,17 @@ impl Worker {
         if mode == Mode::Full {
             state.cursor.last_full = Some(now);
         }
-        Ok(key_expires)
+        Ok(Synced {
+            key_expires,
+            changed,
+        })
     }
 
-    async fn sync_feed(&self, feed: &FeedClient, state: &mut WorkerState) -> Result<(), SyncError> {
+    async fn sync_feed(
+        &self,
+        feed: &FeedClient,
+        state: &mut WorkerState,
+    ) -> Result<Synced, SyncError> {
         let manifest = feed.manifest().await?;
         let changed: Vec<(&String, i64)> = manifest
             .iter()
@@ -331,9 +459,22 @@ impl Worker {
             state.cursor.max_timestamp = state.cursor.max_timestamp.max(Some(a.timestamp));
             state.store.apply(a);
         }
+        // A feed's `last_full` only says that it synced (`has_synced`): no reason to rewrite
+        // the store file when no event changed.
+        let changed = !remove.is_empty() || state.cursor.last_full.is_none();
         state.cursor.last_full = Some(now_epoch());
-        Ok(())
+        Ok(Synced {
+            key_expires: None,
+            changed,
+        })
     }
+}
+
+/// What a completed sync tells the loop.
+struct Synced {
+    key_expires: Option<String>,
+    /// Whether the store or cursor changed (else a loaded store file still holds the state).
+    changed: bool,
 }
 
 /// Attributes per thread below which a set is judged on one thread.
@@ -383,6 +524,31 @@ fn judge_all(
         out.2 += skipped;
     }
     out
+}
+
+/// Whether applying these attributes would change the store: one pass over it, cheap beside
+/// rewriting its file.
+fn changes_store<'a>(store: &Store, incoming: impl Iterator<Item = &'a Attribute>) -> bool {
+    // Of a uuid sent twice, the version `Store::apply` would keep: the last of the newest.
+    let mut by_uuid: HashMap<&str, &Attribute> = HashMap::new();
+    for a in incoming {
+        let kept = by_uuid.entry(&a.uuid).or_insert(a);
+        if a.timestamp >= kept.timestamp {
+            *kept = a;
+        }
+    }
+    for s in store.iter() {
+        if by_uuid.is_empty() {
+            return false;
+        }
+        if let Some(a) = by_uuid.remove(&*s.uuid) {
+            if s != a && s.timestamp <= a.timestamp {
+                return true;
+            }
+        }
+    }
+    // What the store lacks is news unless it is a delete.
+    by_uuid.values().any(|a| !a.deleted)
 }
 
 /// Whether the worker's store reflects a completed sync (MISP: a full sync; feeds: any sync).
@@ -486,6 +652,59 @@ mod tests {
         assert!(skipped > 0 && !rej.is_empty() && ind.len() > attrs.len() / 2);
         assert_eq!(ind, one.0, "same indicators in the same order");
         assert_eq!(rej, one.1);
+    }
+
+    #[test]
+    fn only_attributes_that_would_change_the_store_count_as_a_change() {
+        let attr = |uuid: &str, ts: i64, value: &str, deleted: bool| Attribute {
+            uuid: uuid.into(),
+            event_uuid: Some("e1".into()),
+            misp_type: "domain".into(),
+            category: "Network activity".into(),
+            value: value.into(),
+            to_ids: true,
+            deleted,
+            timestamp: ts,
+            tags: Arc::from(Vec::new()),
+            last_seen: None,
+            event_published: None,
+        };
+        let mut store = Store::default();
+        store.apply(attr("a", 10, "a.example-c2.net", false));
+        store.apply(attr("b", 10, "b.example-c2.net", false));
+        let changes = |incoming: &[Attribute]| changes_store(&store, incoming.iter());
+        assert!(!changes(&[]));
+        // The overlap window returns what the store already holds.
+        assert!(!changes(&[attr("a", 10, "a.example-c2.net", false)]));
+        assert!(!changes(&[attr("a", 9, "older.example-c2.net", false)]));
+        assert!(
+            !changes(&[attr("zz", 11, "x.example-c2.net", true)]),
+            "delete of unknown"
+        );
+        assert!(changes(&[attr("a", 10, "edited.example-c2.net", false)]));
+        assert!(
+            changes(&[attr("b", 11, "b.example-c2.net", true)]),
+            "a delete"
+        );
+        assert!(
+            changes(&[attr("c", 1, "c.example-c2.net", false)]),
+            "a new one"
+        );
+        let mut flipped = attr("a", 10, "a.example-c2.net", false);
+        flipped.to_ids = false;
+        assert!(changes(&[flipped]));
+        let same = attr("a", 10, "a.example-c2.net", false);
+        let edited = attr("a", 11, "edited.example-c2.net", false);
+        assert!(!changes(&[same.clone(), same.clone()]), "twice in one sync");
+        assert!(changes(&[same.clone(), edited.clone()]));
+        let older_edit = attr("a", 9, "edited.example-c2.net", false);
+        assert!(
+            !changes(&[older_edit, same.clone()]),
+            "the newest version is the stored one"
+        );
+        let mut gone = same.clone();
+        gone.deleted = true;
+        assert!(!changes(&[gone, same]), "deleted, then back as it was");
     }
 
     #[test]
