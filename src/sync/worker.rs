@@ -270,6 +270,7 @@ impl Worker {
             Mode::Full => Store::default(),
             Mode::Incremental { .. } => std::mem::take(&mut state.store),
         };
+        store.reserve(pages.iter().map(Vec::len).sum());
         for a in pages.into_iter().flatten() {
             state.cursor.max_timestamp = state.cursor.max_timestamp.max(Some(a.timestamp));
             store.apply(a);
@@ -327,6 +328,7 @@ impl Worker {
             state.feed_events.insert((*uuid).clone(), *ts);
         }
         state.feed_events.retain(|u, _| manifest.contains_key(u));
+        state.store.reserve(fetched.iter().map(Vec::len).sum());
         for a in fetched.into_iter().flatten() {
             state.cursor.max_timestamp = state.cursor.max_timestamp.max(Some(a.timestamp));
             state.store.apply(a);
@@ -341,8 +343,8 @@ const PARALLEL_JUDGE: usize = 20_000;
 
 /// Judges every attribute, spread over the cores for large sets; results keep the input order.
 /// Indicators share the store's strings (the store interned them), so nothing is copied per
-/// indicator but its value.
-fn judge_all(
+/// indicator but its value. Public for the ingest benchmark, which measures this.
+pub fn judge_all(
     validator: &Validator,
     source: &Arc<str>,
     attrs: &[&Attribute],
