@@ -298,8 +298,10 @@ impl Worker {
         let mut fetched = Vec::with_capacity(changed.len());
         let mut bad_rows = 0;
         let mut missing = HashSet::new();
-        for (uuid, _) in &changed {
-            match feed.event(uuid).await {
+        let uuids = changed.iter().map(|(u, _)| (*u).clone()).collect();
+        let mut events = feed.prefetch(uuids);
+        while let Some(result) = events.next().await {
+            match result {
                 Ok(ev) => {
                     bad_rows += ev.bad_rows;
                     fetched.push(ev.attributes);
