@@ -18,7 +18,7 @@ use prefix_trie::PrefixMap;
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -130,10 +130,45 @@ struct Interner {
     tag_ids: HashMap<Arc<[Arc<str>]>, u32>,
     note_sets: Vec<Box<[Box<str>]>>,
     note_ids: HashMap<Box<[Box<str>]>, u32>,
+    /// Ids by the address of the `Arc` passed in: the records of one source share their
+    /// strings, so most are found without hashing their text. Sound because every input
+    /// outlives the build (it is borrowed from the indicators), so no address is reused.
+    by_addr: HashMap<usize, u32, BuildHasherDefault<AddrHasher>>,
+    tags_by_addr: HashMap<usize, u32, BuildHasherDefault<AddrHasher>>,
+}
+
+/// Hashes an address for the by-address ids (addresses are not chosen by any feed).
+#[derive(Default)]
+struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_usize(self.0 as usize ^ b as usize);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        // Allocations are 8- or 16-byte aligned: drop the always-zero bits, then mix.
+        self.0 = ((n as u64) >> 3).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn finish(&self) -> u64 {
+        // The table takes buckets from the low bits; a multiply mixes the high ones best.
+        self.0.rotate_left(32)
+    }
 }
 
 impl Interner {
     fn string(&mut self, s: &Arc<str>) -> u32 {
+        let addr = Arc::as_ptr(s) as *const u8 as usize;
+        if let Some(&id) = self.by_addr.get(&addr) {
+            return id;
+        }
+        let id = self.string_by_text(s);
+        self.by_addr.insert(addr, id);
+        id
+    }
+
+    fn string_by_text(&mut self, s: &Arc<str>) -> u32 {
         if let Some(&id) = self.string_ids.get(s) {
             return id;
         }
@@ -144,12 +179,20 @@ impl Interner {
     }
 
     fn tags(&mut self, t: &Arc<[Arc<str>]>) -> u32 {
-        if let Some(&id) = self.tag_ids.get(t) {
+        let addr = Arc::as_ptr(t) as *const u8 as usize;
+        if let Some(&id) = self.tags_by_addr.get(&addr) {
             return id;
         }
-        let id = self.tag_sets.len() as u32;
-        self.tag_sets.push(t.clone());
-        self.tag_ids.insert(t.clone(), id);
+        let id = match self.tag_ids.get(t) {
+            Some(&id) => id,
+            None => {
+                let id = self.tag_sets.len() as u32;
+                self.tag_sets.push(t.clone());
+                self.tag_ids.insert(t.clone(), id);
+                id
+            }
+        };
+        self.tags_by_addr.insert(addr, id);
         id
     }
 
@@ -228,6 +271,31 @@ fn format_uuid(u: &[u8; 16]) -> [u8; 36] {
     out
 }
 
+/// Indicators from which [`Index::build_from`] sorts on two threads.
+const PARALLEL_SORT: usize = 50_000;
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |c| c.get())
+}
+
+/// Merges two sorted runs (no two elements compare equal).
+fn merge<T: Copy>(a: Vec<T>, b: Vec<T>, cmp: impl Fn(&T, &T) -> std::cmp::Ordering) -> Vec<T> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if cmp(&b[j], &a[i]).is_lt() {
+            out.push(b[j]);
+            j += 1;
+        } else {
+            out.push(a[i]);
+            i += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}
+
 impl Index {
     /// Builds the index. Records with the same `(kind, value)` become one entry with several
     /// sources, in input order.
@@ -242,12 +310,7 @@ impl Index {
         // Sort a small permutation rather than the large records; the key carries the kind and
         // the value's first bytes inline so most comparisons never touch the heap. Ties fall
         // back to the full value, then input order (the records of one value stay in order).
-        let mut order: Vec<(u64, u32)> = indicators
-            .iter()
-            .enumerate()
-            .map(|(i, ind)| (sort_key(ind.kind, &ind.value), i as u32))
-            .collect();
-        order.sort_unstable_by(|a, b| {
+        let cmp = |a: &(u64, u32), b: &(u64, u32)| {
             a.0.cmp(&b.0)
                 .then_with(|| {
                     indicators[a.1 as usize]
@@ -255,7 +318,27 @@ impl Index {
                         .cmp(&indicators[b.1 as usize].value)
                 })
                 .then(a.1.cmp(&b.1))
-        });
+        };
+        let sorted = |range: std::ops::Range<usize>| {
+            let mut part: Vec<(u64, u32)> = range
+                .map(|i| (sort_key(indicators[i].kind, &indicators[i].value), i as u32))
+                .collect();
+            part.sort_unstable_by(cmp);
+            part
+        };
+        // Large sets: each half keyed and sorted on its own thread, then merged.
+        let n = indicators.len();
+        let order = if n >= PARALLEL_SORT && cores() > 1 {
+            let (left, right) = std::thread::scope(|scope| {
+                let left = scope.spawn(|| sorted(0..n / 2));
+                let right = sorted(n / 2..n);
+                let left = left.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+                (left, right)
+            });
+            merge(left, right, cmp)
+        } else {
+            sorted(0..n)
+        };
         let mut it = Interner::default();
         it.note_sets.push(Box::new([]));
         let total: usize = indicators.iter().map(|i| i.value.len()).sum();
@@ -1099,26 +1182,53 @@ mod tests {
 
     #[test]
     fn entries_are_sorted_and_records_keep_input_order() {
-        let mut input = Vec::new();
-        let mut rng = fastrand::Rng::with_seed(3);
-        for i in 0..2000 {
-            let v = format!("http://x{}.example/{}", rng.u32(..50), "\0".repeat(i % 3));
-            input.push(ind(&v, Kind::Url, "url", &format!("s{i}")));
-            input.push(ind("ab", Kind::Other, "text", &format!("t{i}")));
+        // The larger set is sorted in two halves on two threads, then merged.
+        for n in [2000, PARALLEL_SORT] {
+            let mut input = Vec::new();
+            let mut rng = fastrand::Rng::with_seed(3);
+            for i in 0..n {
+                let v = format!("http://x{}.example/{}", rng.u32(..50), "\0".repeat(i % 3));
+                input.push(ind(&v, Kind::Url, "url", &format!("s{i}")));
+                input.push(ind("ab", Kind::Other, "text", &format!("t{i}")));
+            }
+            let ix = Index::build(input);
+            let keys: Vec<(Kind, &str)> = ix.entries().map(|e| (e.kind(), e.value())).collect();
+            assert!(
+                keys.windows(2).all(|w| w[0] < w[1]),
+                "strictly sorted, no duplicates"
+            );
+            let e = ix.entries().find(|e| e.value() == "ab").unwrap();
+            let order: Vec<usize> = e
+                .sources()
+                .map(|s| s.source[1..].parse().unwrap())
+                .collect();
+            assert_eq!(order.len(), n);
+            assert!(order.windows(2).all(|w| w[0] < w[1]));
         }
-        let ix = Index::build(input);
-        let keys: Vec<(Kind, &str)> = ix.entries().map(|e| (e.kind(), e.value())).collect();
-        assert!(
-            keys.windows(2).all(|w| w[0] < w[1]),
-            "strictly sorted, no duplicates"
+    }
+
+    #[test]
+    fn merge_keeps_order_across_runs() {
+        let cmp = |a: &u32, b: &u32| a.cmp(b);
+        assert_eq!(
+            merge(vec![1, 4, 9], vec![2, 3, 10, 11], cmp),
+            [1, 2, 3, 4, 9, 10, 11]
         );
-        let e = ix.entries().find(|e| e.value() == "ab").unwrap();
-        let order: Vec<usize> = e
-            .sources()
-            .map(|s| s.source[1..].parse().unwrap())
-            .collect();
-        assert_eq!(order.len(), 2000);
-        assert!(order.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(merge(vec![], vec![2], cmp), [2]);
+        assert_eq!(merge(vec![5, 6], vec![], cmp), [5, 6]);
+    }
+
+    #[test]
+    fn strings_are_interned_by_text_whether_or_not_their_arcs_are_shared() {
+        let a = ind("1.example", Kind::Domain, "domain", "s");
+        let mut b = a.clone();
+        b.value = "2.example".into();
+        let c = ind("3.example", Kind::Domain, "domain", "s");
+        let input = vec![a, b, c];
+        let ix = Index::build(input.clone());
+        assert_eq!(ix.strings.len(), 4, "source, event, type, category");
+        assert_eq!(ix.tag_sets.len(), 1);
+        assert_eq!(ix.to_indicators(), input);
     }
 
     /// Differential check against a plain scan over the list, on small random universes where

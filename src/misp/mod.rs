@@ -6,6 +6,7 @@ pub mod client;
 pub mod error;
 pub mod feed;
 mod http;
+mod lenient;
 pub mod wire;
 
 pub use client::{shared_key, MispClient, Page, SharedKey, Version};

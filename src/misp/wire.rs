@@ -2,7 +2,11 @@
 //! manifests. Numbers come as strings or integers, flags as bools, 0/1 or "0"/"1", tags may be
 //! null, unknown keys are ignored. One malformed attribute is skipped and counted; a page that
 //! is not JSON, or not of a known shape, is an error (never "the end").
+//!
+//! Pages and feed events are read in one pass by [`super::lenient`] first; the careful
+//! decoders here read whatever it gives up on, so both always agree (tested there).
 
+use super::lenient;
 use crate::model::Attribute;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
@@ -198,6 +202,11 @@ impl WireAttribute<'_> {
     /// Converts to the shared model. Tags: the attribute's own first, then inherited ones
     /// (restSearch marks them `inherited`), then the event's, without duplicates.
     pub fn into_model(self, ctx: EventContext<'_>) -> Attribute {
+        self.into_model_with(ctx, &mut Shared::default())
+    }
+
+    /// [`WireAttribute::into_model`], taking the strings rows repeat from `shared`.
+    pub(crate) fn into_model_with(self, ctx: EventContext<'_>, shared: &mut Shared) -> Attribute {
         let mut names: Vec<&str> = Vec::new();
         let own = self.tags.iter().filter(|t| t.inherited != Some(true));
         let inherited = self.tags.iter().filter(|t| t.inherited == Some(true));
@@ -207,13 +216,14 @@ impl WireAttribute<'_> {
                 names.push(&t.name);
             }
         }
-        let tags: Arc<[Arc<str>]> = names.into_iter().map(Arc::from).collect();
+        let tags = shared.tags(&names);
         let event_uuid = self
             .event_uuid
+            .as_deref()
             .filter(|u| !u.is_empty())
-            .or_else(|| self.event.as_ref().and_then(|e| e.uuid.clone()))
-            .or_else(|| ctx.uuid.map(Cow::Borrowed))
-            .map(Arc::from);
+            .or_else(|| self.event.as_ref().and_then(|e| e.uuid.as_deref()))
+            .or(ctx.uuid)
+            .map(|e| shared.event(e));
         let event_published = self
             .event
             .as_ref()
@@ -233,8 +243,8 @@ impl WireAttribute<'_> {
         Attribute {
             uuid: self.uuid.into(),
             event_uuid,
-            misp_type: self.misp_type.into(),
-            category: self.category.unwrap_or_default().into(),
+            misp_type: shared.str(&self.misp_type),
+            category: shared.str(self.category.as_deref().unwrap_or_default()),
             value: self.value.into(),
             to_ids: self.to_ids.unwrap_or(false),
             deleted: self.deleted.unwrap_or(false),
@@ -242,6 +252,55 @@ impl WireAttribute<'_> {
             tags,
             last_seen,
             event_published,
+        }
+    }
+}
+
+/// The strings many rows of one body repeat (type, category, tag names, the tag list, the
+/// event uuid), allocated once per body instead of once per row. Bounded: past `MAX` distinct
+/// strings, new ones are allocated per row as before.
+#[derive(Default)]
+pub(crate) struct Shared {
+    strings: Vec<Arc<str>>,
+    tags: Option<Arc<[Arc<str>]>>,
+    event: Option<Arc<str>>,
+}
+
+impl Shared {
+    const MAX: usize = 64;
+
+    fn str(&mut self, s: &str) -> Arc<str> {
+        if let Some(x) = self.strings.iter().find(|x| ***x == *s) {
+            return x.clone();
+        }
+        let x: Arc<str> = Arc::from(s);
+        if self.strings.len() < Self::MAX {
+            self.strings.push(x.clone());
+        }
+        x
+    }
+
+    /// The last tag list again when it is the same (rows of one event carry the same tags).
+    fn tags(&mut self, names: &[&str]) -> Arc<[Arc<str>]> {
+        if let Some(t) = &self.tags {
+            if t.len() == names.len() && t.iter().zip(names).all(|(a, b)| **a == **b) {
+                return t.clone();
+            }
+        }
+        let t: Arc<[Arc<str>]> = names.iter().map(|n| self.str(n)).collect();
+        self.tags = Some(t.clone());
+        t
+    }
+
+    /// The last event uuid again when it is the same (a feed file, or an event's run of rows).
+    fn event(&mut self, e: &str) -> Arc<str> {
+        match &self.event {
+            Some(x) if **x == *e => x.clone(),
+            _ => {
+                let x: Arc<str> = Arc::from(e);
+                self.event = Some(x.clone());
+                x
+            }
         }
     }
 }
@@ -285,6 +344,16 @@ fn kind(v: &Value) -> &'static str {
 /// unwrapped `{"Attribute":[...]}` (what PyMISP hands around), or `{"response":[]}` (an empty
 /// result from some versions).
 pub fn decode_rest_search(body: &[u8]) -> Result<Decoded, WireError> {
+    let fast = std::str::from_utf8(body)
+        .ok()
+        .and_then(lenient::rest_search);
+    fast.map_or_else(|| decode_rest_search_careful(body), Ok)
+}
+
+/// Two passes: the rows are split out as raw text, then each is parsed on its own (a row
+/// serde refuses is counted bad); bodies of other shapes go through a whole `Value` tree.
+/// What [`decode_rest_search`] falls back to when its single pass gives up.
+pub(super) fn decode_rest_search_careful(body: &[u8]) -> Result<Decoded, WireError> {
     if let Some(rows) = raw_rows(body) {
         let mut out = Decoded {
             rows: rows.len(),
@@ -322,10 +391,9 @@ pub fn decode_rest_search(body: &[u8]) -> Result<Decoded, WireError> {
     Ok(out)
 }
 
-/// The fast path for the usual shapes (`{"response":{"Attribute":[...]}}` or `{"Attribute":[...]}`):
-/// each row is parsed straight from its text instead of through a whole-body `Value` tree (about
-/// three times faster on large pages). Anything unusual returns `None` and takes the careful
-/// path above, which gives the precise error.
+/// The careful path's split of the usual shapes (`{"response":{"Attribute":[...]}}` or
+/// `{"Attribute":[...]}`) into raw rows, each then parsed on its own. Anything unusual returns
+/// `None` and goes through a whole `Value` tree, which gives the precise error.
 fn raw_rows(body: &[u8]) -> Option<Vec<&serde_json::value::RawValue>> {
     use serde_json::value::RawValue;
     #[derive(Deserialize)]
@@ -351,6 +419,14 @@ fn raw_rows(body: &[u8]) -> Option<Vec<&serde_json::value::RawValue>> {
 /// (the unwrapped event is accepted too). Attributes of objects are included; event tags are
 /// inherited; `event_published` comes from `Event.published`.
 pub fn decode_feed_event(body: &[u8]) -> Result<(Option<String>, Decoded), WireError> {
+    lenient::feed_event(body).map_or_else(|| decode_feed_event_careful(body), Ok)
+}
+
+/// Through a whole `Value` tree: what [`decode_feed_event`] falls back to when its single
+/// pass gives up (the unwrapped event, a shape it does not know, an error to report).
+pub(super) fn decode_feed_event_careful(
+    body: &[u8],
+) -> Result<(Option<String>, Decoded), WireError> {
     let mut v: Value = serde_json::from_slice(body)?;
     // Anything that is not recognisably an event is an error, not an empty event: an empty
     // event would read as "all its attributes were deleted".

@@ -391,6 +391,7 @@ impl Worker {
             Mode::Full => Store::default(),
             Mode::Incremental { .. } => std::mem::take(&mut state.store),
         };
+        store.reserve(pages.iter().map(Vec::len).sum());
         for a in pages.into_iter().flatten() {
             state.cursor.max_timestamp = state.cursor.max_timestamp.max(Some(a.timestamp));
             store.apply(a);
@@ -425,8 +426,10 @@ impl Worker {
         let mut fetched = Vec::with_capacity(changed.len());
         let mut bad_rows = 0;
         let mut missing = HashSet::new();
-        for (uuid, _) in &changed {
-            match feed.event(uuid).await {
+        let uuids = changed.iter().map(|(u, _)| (*u).clone()).collect();
+        let mut events = feed.prefetch(uuids);
+        while let Some(result) = events.next().await {
+            match result {
                 Ok(ev) => {
                     bad_rows += ev.bad_rows;
                     fetched.push(ev.attributes);
@@ -455,6 +458,7 @@ impl Worker {
             state.feed_events.insert((*uuid).clone(), *ts);
         }
         state.feed_events.retain(|u, _| manifest.contains_key(u));
+        state.store.reserve(fetched.iter().map(Vec::len).sum());
         for a in fetched.into_iter().flatten() {
             state.cursor.max_timestamp = state.cursor.max_timestamp.max(Some(a.timestamp));
             state.store.apply(a);
@@ -482,8 +486,8 @@ const PARALLEL_JUDGE: usize = 20_000;
 
 /// Judges every attribute, spread over the cores for large sets; results keep the input order.
 /// Indicators share the store's strings (the store interned them), so nothing is copied per
-/// indicator but its value.
-fn judge_all(
+/// indicator but its value. Public for the ingest benchmark, which measures this.
+pub fn judge_all(
     validator: &Validator,
     source: &Arc<str>,
     attrs: &[&Attribute],

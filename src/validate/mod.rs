@@ -686,7 +686,18 @@ pub(crate) fn is_subdomain_of(child: &str, parent: &str) -> bool {
 pub struct Interner {
     strings: HashSet<Arc<str>>,
     tag_lists: HashSet<Arc<[Arc<str>]>>,
+    /// The strings and tag list passed in last, by address, with their shared copies: the rows
+    /// of a page carry the same `Arc`s (the decoder shares them), so most calls are answered
+    /// without hashing. Holding an input keeps its address from being reused for other text.
+    recent: Vec<(Arc<str>, Arc<str>)>,
+    recent_event: Option<(Arc<str>, Arc<str>)>,
+    recent_tags: Option<(TagList, TagList)>,
 }
+
+type TagList = Arc<[Arc<str>]>;
+
+/// How many recent strings (types, categories) [`Interner`] remembers by address.
+const RECENT: usize = 8;
 
 impl Interner {
     /// Number of distinct strings held.
@@ -699,6 +710,18 @@ impl Interner {
     }
 
     pub fn str(&mut self, s: &Arc<str>) -> Arc<str> {
+        if let Some((_, x)) = self.recent.iter().find(|(k, _)| Arc::ptr_eq(k, s)) {
+            return x.clone();
+        }
+        let x = self.lookup(s);
+        if self.recent.len() == RECENT {
+            self.recent.remove(0);
+        }
+        self.recent.push((s.clone(), x.clone()));
+        x
+    }
+
+    fn lookup(&mut self, s: &Arc<str>) -> Arc<str> {
         match self.strings.get(&**s) {
             Some(x) => x.clone(),
             None => {
@@ -709,12 +732,21 @@ impl Interner {
     }
 
     /// The shared copy of a tag list (its tags shared too).
-    pub fn tags(&mut self, tags: &[Arc<str>]) -> Arc<[Arc<str>]> {
-        if let Some(t) = self.tag_lists.get(tags) {
-            return t.clone();
+    pub fn tags(&mut self, tags: &Arc<[Arc<str>]>) -> Arc<[Arc<str>]> {
+        if let Some((k, x)) = &self.recent_tags {
+            if Arc::ptr_eq(k, tags) {
+                return x.clone();
+            }
         }
-        let t: Arc<[Arc<str>]> = tags.iter().map(|t| self.str(t)).collect();
-        self.tag_lists.insert(t.clone());
+        let t = match self.tag_lists.get(&**tags) {
+            Some(t) => t.clone(),
+            None => {
+                let t: Arc<[Arc<str>]> = tags.iter().map(|t| self.lookup(t)).collect();
+                self.tag_lists.insert(t.clone());
+                t
+            }
+        };
+        self.recent_tags = Some((tags.clone(), t.clone()));
         t
     }
 
@@ -723,7 +755,16 @@ impl Interner {
         a.misp_type = self.str(&a.misp_type);
         a.category = self.str(&a.category);
         if let Some(e) = &a.event_uuid {
-            a.event_uuid = Some(self.str(e));
+            // Kept apart from `recent`: uuids of events are many and would push the types out.
+            let x = match &self.recent_event {
+                Some((k, x)) if Arc::ptr_eq(k, e) => x.clone(),
+                _ => {
+                    let x = self.lookup(e);
+                    self.recent_event = Some((e.clone(), x.clone()));
+                    x
+                }
+            };
+            a.event_uuid = Some(x);
         }
         a.tags = self.tags(&a.tags);
     }
@@ -793,6 +834,37 @@ mod tests {
             a.event_uuid.as_ref().unwrap(),
             b.event_uuid.as_ref().unwrap()
         ));
+    }
+
+    #[test]
+    fn interner_answers_repeated_inputs_by_address_with_the_first_copy() {
+        let mut it = Interner::default();
+        let first: Arc<str> = Arc::from("ip-dst");
+        assert!(Arc::ptr_eq(&it.str(&first), &first));
+        let again: Arc<str> = Arc::from("ip-dst");
+        for _ in 0..2 {
+            assert!(
+                Arc::ptr_eq(&it.str(&again), &first),
+                "by content, then by address"
+            );
+        }
+        // More strings than it remembers by address: still the first copies.
+        let others: Vec<Arc<str>> = (0..3 * RECENT)
+            .map(|i| Arc::from(format!("t{i}")))
+            .collect();
+        let shared: Vec<Arc<str>> = others.iter().map(|s| it.str(s)).collect();
+        for (o, s) in others.iter().zip(&shared) {
+            let copy: Arc<str> = Arc::from(&**o);
+            assert!(Arc::ptr_eq(&it.str(&copy), s));
+        }
+        assert!(Arc::ptr_eq(&it.str(&again), &first));
+        let tags: Arc<[Arc<str>]> = vec![Arc::from("tlp:white")].into();
+        let same: Arc<[Arc<str>]> = vec![Arc::from("tlp:white")].into();
+        let t = it.tags(&tags);
+        assert!(Arc::ptr_eq(&it.tags(&same), &t));
+        assert!(Arc::ptr_eq(&it.tags(&same), &t));
+        assert!(Arc::ptr_eq(&it.tags(&tags), &t));
+        assert_eq!(it.len(), 1 + 3 * RECENT + 1);
     }
 
     #[test]
