@@ -367,7 +367,16 @@ impl Worker {
             self.settings.full_resync.0.as_secs() as i64,
         );
         let limit = self.settings.page_size;
+        // A full sync fills a fresh store page by page, so memory holds one decoded page at a
+        // time, not the whole response; the current store is untouched until the sync is
+        // complete. An incremental sync's pages (usually few) are kept and applied at the end.
+        let mut fresh = (mode == Mode::Full).then(|| {
+            let mut s = Store::default();
+            s.reserve(state.store.len());
+            s
+        });
         let mut pages = Vec::new();
+        let mut max_timestamp = state.cursor.max_timestamp;
         let mut key_expires = None;
         let mut bad_rows = 0;
         for page_no in 1.. {
@@ -376,7 +385,15 @@ impl Worker {
             bad_rows += page.bad_rows;
             key_expires = page.key_expires.or(key_expires);
             let last = plan::is_last_page(page.returned, page.skipped_by_server, limit);
-            pages.push(page.attributes);
+            match &mut fresh {
+                Some(store) => {
+                    for a in page.attributes {
+                        max_timestamp = max_timestamp.max(Some(a.timestamp));
+                        store.apply(a);
+                    }
+                }
+                None => pages.push(page.attributes),
+            }
             if last {
                 break;
             }
@@ -385,21 +402,24 @@ impl Worker {
             tracing::warn!(source = %self.name, bad_rows, "MISP sent attributes that could not be read; they were skipped");
         }
         // The sync is complete: only now does anything change.
-        // An incremental sync re-reads the overlap window: often it brings nothing new.
-        let changed = mode == Mode::Full || changes_store(&state.store, pages.iter().flatten());
-        let mut store = match mode {
-            Mode::Full => Store::default(),
-            Mode::Incremental { .. } => std::mem::take(&mut state.store),
+        let changed = match fresh {
+            Some(store) => {
+                state.store = store;
+                state.cursor.last_full = Some(now);
+                true
+            }
+            None => {
+                // An incremental sync re-reads the overlap window: often it brings nothing new.
+                let changed = changes_store(&state.store, pages.iter().flatten());
+                state.store.reserve(pages.iter().map(Vec::len).sum());
+                for a in pages.into_iter().flatten() {
+                    max_timestamp = max_timestamp.max(Some(a.timestamp));
+                    state.store.apply(a);
+                }
+                changed
+            }
         };
-        store.reserve(pages.iter().map(Vec::len).sum());
-        for a in pages.into_iter().flatten() {
-            state.cursor.max_timestamp = state.cursor.max_timestamp.max(Some(a.timestamp));
-            store.apply(a);
-        }
-        state.store = store;
-        if mode == Mode::Full {
-            state.cursor.last_full = Some(now);
-        }
+        state.cursor.max_timestamp = max_timestamp;
         Ok(Synced {
             key_expires,
             changed,
