@@ -22,6 +22,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+mod ahead;
 mod persist;
 
 /// How a match was made.
@@ -497,9 +498,13 @@ impl Index {
     }
 
     /// Calls `f` with every entry whose value is exactly `v`.
-    fn exact_ids(&self, v: &str, mut f: impl FnMut(u32, Kind)) {
+    fn exact_ids(&self, v: &str, f: impl FnMut(u32, Kind)) {
+        self.exact_ids_hashed(v, self.hasher.hash_one(v), f)
+    }
+
+    /// [`Index::exact_ids`] with `v`'s hash already computed.
+    fn exact_ids_hashed(&self, v: &str, h: u64, mut f: impl FnMut(u32, Kind)) {
         let mask = self.slots.len() - 1;
-        let h = self.hasher.hash_one(v);
         let tag = (h >> 32) as u32;
         let mut s = h as usize & mask;
         loop {
@@ -639,21 +644,43 @@ impl Index {
         exact: bool,
         m: &mut Matches<'a>,
     ) {
-        if exact {
-            self.exact(name, forced.unwrap_or(MatchKind::Exact), m);
+        // The name's and its first parents' slots are all requested before any is read, so
+        // their cache misses overlap instead of following one another.
+        const AHEAD: usize = 8;
+        let mut ahead = [0u64; AHEAD];
+        let mask = self.slots.len() - 1;
+        let own = exact.then(|| {
+            let h = self.hasher.hash_one(name);
+            crate::sys::prefetch(&self.slots[h as usize & mask]);
+            h
+        });
+        let parents = || {
+            let mut rest = name;
+            std::iter::from_fn(move || {
+                let (_, parent) = rest.split_once('.')?;
+                rest = parent;
+                (!parent.is_empty()).then_some(parent)
+            })
+        };
+        for (h, parent) in ahead.iter_mut().zip(parents()) {
+            *h = self.hasher.hash_one(parent);
+            crate::sys::prefetch(&self.slots[*h as usize & mask]);
+        }
+        if let Some(h) = own {
+            let how = forced.unwrap_or(MatchKind::Exact);
+            self.exact_ids_hashed(name, h, |id, _| m.add(id, how));
         }
         let how = forced.unwrap_or(MatchKind::Subdomain);
-        let mut rest = name;
-        while let Some((_, parent)) = rest.split_once('.') {
-            if parent.is_empty() {
-                break;
-            }
-            self.exact_ids(parent, |id, kind| {
+        for (i, parent) in parents().enumerate() {
+            let h = match ahead.get(i) {
+                Some(&h) => h,
+                None => self.hasher.hash_one(parent),
+            };
+            self.exact_ids_hashed(parent, h, |id, kind| {
                 if kind == Kind::Domain {
                     m.add(id, how);
                 }
             });
-            rest = parent;
         }
     }
 

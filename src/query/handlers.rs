@@ -1,7 +1,7 @@
 //! One connection and its requests: routing, the JSON endpoints, errors as JSON.
 
 use super::{encode, export, metrics, Settings};
-use crate::state::{AdminCommand, Changes, Shared, View};
+use crate::state::{AdminCommand, Changes, Shared};
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -321,7 +321,7 @@ async fn lookup_post(req: Request<Incoming>, ctx: &Ctx) -> Resp {
     let mut out = Vec::with_capacity(64 + n * ANSWER_BYTES);
     out.extend_from_slice(b"{\"results\":[");
     let hits = if n < PARALLEL_BATCH {
-        write_answers(&mut out, &view, values.iter().map(|v| &**v))
+        encode::write_lookups(&mut out, &view, &values)
     } else {
         // Milliseconds of work: on the blocking pool, split across the cores, so this
         // connection's batch neither holds an async worker (other clients' requests would wait
@@ -336,7 +336,7 @@ async fn lookup_post(req: Request<Incoming>, ctx: &Ctx) -> Resp {
                     let len = owned.len();
                     let part = &owned[(p * per).min(len)..((p + 1) * per).min(len)];
                     let mut out = Vec::with_capacity(part.len() * ANSWER_BYTES);
-                    let hits = write_answers(&mut out, &view, part.iter().map(|v| v.as_str()));
+                    let hits = encode::write_lookups(&mut out, &view, part);
                     (out, hits)
                 })
             })
@@ -387,22 +387,6 @@ const PARALLEL_BATCH: usize = 256;
 /// Room reserved per answer: a typical mix (misses ~50 bytes, hits ~300), so a large buffer is
 /// seldom regrown.
 const ANSWER_BYTES: usize = 160;
-
-/// Appends the answers for `values`, comma-separated; returns how many were listed.
-fn write_answers<'a>(
-    out: &mut Vec<u8>,
-    view: &View,
-    values: impl Iterator<Item = &'a str>,
-) -> usize {
-    let mut hits = 0;
-    for (i, v) in values.enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        hits += usize::from(encode::write_lookup(out, view, v));
-    }
-    hits
-}
 
 fn status(ctx: &Ctx) -> Resp {
     let view = ctx.shared.load();

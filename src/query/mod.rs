@@ -8,7 +8,7 @@
 
 pub mod client;
 mod encode;
-pub use encode::write_lookup;
+pub use encode::{write_lookup, write_lookups};
 mod export;
 mod handlers;
 pub use handlers::{parse_lookup_body, parse_lookup_query, BadRequest};
