@@ -6,6 +6,7 @@
 //! request time. Callers can be restricted by peer credentials (`SO_PEERCRED`).
 //! See docs/query-api.md for the endpoints.
 
+mod batch;
 pub mod client;
 mod encode;
 pub use encode::{write_lookup, write_lookups};
