@@ -687,5 +687,13 @@ mod tests {
         ] {
             assert_eq!(parse_lookup_body(bad, 2).unwrap_err().code, "bad-json");
         }
+        // the reason serde gives for a value that is not a string is kept
+        let e = parse_lookup_body(br#"{"values":["a",1]}"#, 2).unwrap_err();
+        assert!(
+            e.message
+                .contains("invalid type: integer `1`, expected a string"),
+            "{}",
+            e.message
+        );
     }
 }
