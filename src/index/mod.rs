@@ -17,6 +17,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use prefix_trie::PrefixMap;
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
@@ -547,15 +548,22 @@ impl Index {
         };
         let v = value.trim();
         // The canonical form already matched exactly, so the raw value is not tried twice.
-        let mut tried: Option<String> = None;
+        let mut tried: Option<Cow<'_, str>> = None;
         if let Some(ip) = normalize::ip(v) {
-            tried = Some(self.ip_matches(ip, None, &mut m));
+            // An IPv4 address that parses is written canonically already (std refuses leading
+            // zeros and every other form), so it is not formatted again.
+            let text = match ip {
+                IpAddr::V4(_) => Cow::Borrowed(v),
+                IpAddr::V6(_) => Cow::Owned(ip.to_string()),
+            };
+            self.ip_matches_as(ip, &text, None, &mut m);
+            tried = Some(text);
         } else if let Some(net) = v.contains('/').then(|| v.parse::<IpNet>().ok()).flatten() {
             let net = net.trunc();
             let text = net.to_string();
             self.exact(&text, MatchKind::Exact, &mut m);
             self.cover_matches(net, MatchKind::Cidr, &mut m);
-            tried = Some(text);
+            tried = Some(text.into());
         } else if v.contains("://") {
             if let Some(parsed) = normalize::parsed_url(v) {
                 let host = parsed.host().map(|h| h.to_owned());
@@ -564,23 +572,23 @@ impl Index {
                 if let Some(host) = host {
                     self.url_host_matches(host, &mut m);
                 }
-                tried = Some(u);
+                tried = Some(u.into());
             }
         } else if v.contains('@') {
             if let Some(e) = normalize::email(v) {
                 self.exact(&e, MatchKind::Exact, &mut m);
-                tried = Some(e);
+                tried = Some(e.into());
             }
         } else {
             if let Some(h) = normalize::hex(v) {
                 self.exact(&h, MatchKind::Exact, &mut m);
-                tried = Some(h);
+                tried = Some(h.into());
             }
             if looks_like_name(v) {
                 if let Some(d) = normalize::domain(v) {
                     let done = tried.as_deref() == Some(d.as_str());
                     self.domain_matches(&d, None, !done, &mut m);
-                    tried = Some(d);
+                    tried = Some(d.into());
                 }
             }
         }
@@ -600,22 +608,26 @@ impl Index {
         self.exact_ids(v, |id, _| m.add(id, how));
     }
 
-    /// The exact address, then every listed network containing it; returns the address text.
-    fn ip_matches<'a>(
+    /// The exact address, then every listed network containing it.
+    fn ip_matches<'a>(&'a self, ip: IpAddr, forced: Option<MatchKind>, m: &mut Matches<'a>) {
+        self.ip_matches_as(ip, &ip.to_string(), forced, m);
+    }
+
+    /// [`Index::ip_matches`] with the address's canonical text given.
+    fn ip_matches_as<'a>(
         &'a self,
         ip: IpAddr,
+        text: &str,
         forced: Option<MatchKind>,
         m: &mut Matches<'a>,
-    ) -> String {
+    ) {
         if let IpAddr::V6(v6) = ip {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 self.ip_matches(IpAddr::V4(v4), forced, m);
             }
         }
-        let text = ip.to_string();
-        self.exact(&text, forced.unwrap_or(MatchKind::Exact), m);
+        self.exact(text, forced.unwrap_or(MatchKind::Exact), m);
         self.cover_matches(IpNet::from(ip), forced.unwrap_or(MatchKind::Cidr), m);
-        text
     }
 
     /// Every listed network containing `net` (itself included), most specific first.
@@ -1220,6 +1232,26 @@ mod tests {
                 got.sort();
                 assert_eq!(got, expected, "query {q}");
             }
+        }
+    }
+
+    /// The lookup takes a parsed IPv4 address's own text as its canonical form.
+    #[test]
+    fn parsed_ipv4_text_is_canonical() {
+        let mut rng = fastrand::Rng::with_seed(4);
+        let mut parsed = 0;
+        for _ in 0..200_000 {
+            let s: String = (0..rng.usize(7..16))
+                .map(|_| if rng.u8(..4) == 0 { '.' } else { rng.digit(10) })
+                .collect();
+            if let Ok(a) = s.parse::<std::net::Ipv4Addr>() {
+                assert_eq!(a.to_string(), s);
+                parsed += 1;
+            }
+        }
+        assert!(parsed > 100, "{parsed}");
+        for s in ["01.2.3.4", "1.2.3.04", "1.2.3"] {
+            assert!(s.parse::<std::net::Ipv4Addr>().is_err(), "{s}");
         }
     }
 
