@@ -17,11 +17,13 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use prefix_trie::PrefixMap;
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+mod ahead;
 mod persist;
 
 /// How a match was made.
@@ -580,9 +582,13 @@ impl Index {
     }
 
     /// Calls `f` with every entry whose value is exactly `v`.
-    fn exact_ids(&self, v: &str, mut f: impl FnMut(u32, Kind)) {
+    fn exact_ids(&self, v: &str, f: impl FnMut(u32, Kind)) {
+        self.exact_ids_hashed(v, self.hasher.hash_one(v), f)
+    }
+
+    /// [`Index::exact_ids`] with `v`'s hash already computed.
+    fn exact_ids_hashed(&self, v: &str, h: u64, mut f: impl FnMut(u32, Kind)) {
         let mask = self.slots.len() - 1;
-        let h = self.hasher.hash_one(v);
         let tag = (h >> 32) as u32;
         let mut s = h as usize & mask;
         loop {
@@ -625,15 +631,22 @@ impl Index {
         };
         let v = value.trim();
         // The canonical form already matched exactly, so the raw value is not tried twice.
-        let mut tried: Option<String> = None;
+        let mut tried: Option<Cow<'_, str>> = None;
         if let Some(ip) = normalize::ip(v) {
-            tried = Some(self.ip_matches(ip, None, &mut m));
+            // An IPv4 address that parses is written canonically already (std refuses leading
+            // zeros and every other form), so it is not formatted again.
+            let text = match ip {
+                IpAddr::V4(_) => Cow::Borrowed(v),
+                IpAddr::V6(_) => Cow::Owned(ip.to_string()),
+            };
+            self.ip_matches_as(ip, &text, None, &mut m);
+            tried = Some(text);
         } else if let Some(net) = v.contains('/').then(|| v.parse::<IpNet>().ok()).flatten() {
             let net = net.trunc();
             let text = net.to_string();
             self.exact(&text, MatchKind::Exact, &mut m);
             self.cover_matches(net, MatchKind::Cidr, &mut m);
-            tried = Some(text);
+            tried = Some(text.into());
         } else if v.contains("://") {
             if let Some(parsed) = normalize::parsed_url(v) {
                 let host = parsed.host().map(|h| h.to_owned());
@@ -642,23 +655,23 @@ impl Index {
                 if let Some(host) = host {
                     self.url_host_matches(host, &mut m);
                 }
-                tried = Some(u);
+                tried = Some(u.into());
             }
         } else if v.contains('@') {
             if let Some(e) = normalize::email(v) {
                 self.exact(&e, MatchKind::Exact, &mut m);
-                tried = Some(e);
+                tried = Some(e.into());
             }
         } else {
             if let Some(h) = normalize::hex(v) {
                 self.exact(&h, MatchKind::Exact, &mut m);
-                tried = Some(h);
+                tried = Some(h.into());
             }
             if looks_like_name(v) {
                 if let Some(d) = normalize::domain(v) {
                     let done = tried.as_deref() == Some(d.as_str());
                     self.domain_matches(&d, None, !done, &mut m);
-                    tried = Some(d);
+                    tried = Some(d.into());
                 }
             }
         }
@@ -678,22 +691,26 @@ impl Index {
         self.exact_ids(v, |id, _| m.add(id, how));
     }
 
-    /// The exact address, then every listed network containing it; returns the address text.
-    fn ip_matches<'a>(
+    /// The exact address, then every listed network containing it.
+    fn ip_matches<'a>(&'a self, ip: IpAddr, forced: Option<MatchKind>, m: &mut Matches<'a>) {
+        self.ip_matches_as(ip, &ip.to_string(), forced, m);
+    }
+
+    /// [`Index::ip_matches`] with the address's canonical text given.
+    fn ip_matches_as<'a>(
         &'a self,
         ip: IpAddr,
+        text: &str,
         forced: Option<MatchKind>,
         m: &mut Matches<'a>,
-    ) -> String {
+    ) {
         if let IpAddr::V6(v6) = ip {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 self.ip_matches(IpAddr::V4(v4), forced, m);
             }
         }
-        let text = ip.to_string();
-        self.exact(&text, forced.unwrap_or(MatchKind::Exact), m);
+        self.exact(text, forced.unwrap_or(MatchKind::Exact), m);
         self.cover_matches(IpNet::from(ip), forced.unwrap_or(MatchKind::Cidr), m);
-        text
     }
 
     /// Every listed network containing `net` (itself included), most specific first.
@@ -722,21 +739,43 @@ impl Index {
         exact: bool,
         m: &mut Matches<'a>,
     ) {
-        if exact {
-            self.exact(name, forced.unwrap_or(MatchKind::Exact), m);
+        // The name's and its first parents' slots are all requested before any is read, so
+        // their cache misses overlap instead of following one another.
+        const AHEAD: usize = 8;
+        let mut ahead = [0u64; AHEAD];
+        let mask = self.slots.len() - 1;
+        let own = exact.then(|| {
+            let h = self.hasher.hash_one(name);
+            crate::sys::prefetch(&self.slots[h as usize & mask]);
+            h
+        });
+        let parents = || {
+            let mut rest = name;
+            std::iter::from_fn(move || {
+                let (_, parent) = rest.split_once('.')?;
+                rest = parent;
+                (!parent.is_empty()).then_some(parent)
+            })
+        };
+        for (h, parent) in ahead.iter_mut().zip(parents()) {
+            *h = self.hasher.hash_one(parent);
+            crate::sys::prefetch(&self.slots[*h as usize & mask]);
+        }
+        if let Some(h) = own {
+            let how = forced.unwrap_or(MatchKind::Exact);
+            self.exact_ids_hashed(name, h, |id, _| m.add(id, how));
         }
         let how = forced.unwrap_or(MatchKind::Subdomain);
-        let mut rest = name;
-        while let Some((_, parent)) = rest.split_once('.') {
-            if parent.is_empty() {
-                break;
-            }
-            self.exact_ids(parent, |id, kind| {
+        for (i, parent) in parents().enumerate() {
+            let h = match ahead.get(i) {
+                Some(&h) => h,
+                None => self.hasher.hash_one(parent),
+            };
+            self.exact_ids_hashed(parent, h, |id, kind| {
                 if kind == Kind::Domain {
                     m.add(id, how);
                 }
             });
-            rest = parent;
         }
     }
 
@@ -1303,6 +1342,26 @@ mod tests {
                 got.sort();
                 assert_eq!(got, expected, "query {q}");
             }
+        }
+    }
+
+    /// The lookup takes a parsed IPv4 address's own text as its canonical form.
+    #[test]
+    fn parsed_ipv4_text_is_canonical() {
+        let mut rng = fastrand::Rng::with_seed(4);
+        let mut parsed = 0;
+        for _ in 0..200_000 {
+            let s: String = (0..rng.usize(7..16))
+                .map(|_| if rng.u8(..4) == 0 { '.' } else { rng.digit(10) })
+                .collect();
+            if let Ok(a) = s.parse::<std::net::Ipv4Addr>() {
+                assert_eq!(a.to_string(), s);
+                parsed += 1;
+            }
+        }
+        assert!(parsed > 100, "{parsed}");
+        for s in ["01.2.3.4", "1.2.3.04", "1.2.3"] {
+            assert!(s.parse::<std::net::Ipv4Addr>().is_err(), "{s}");
         }
     }
 

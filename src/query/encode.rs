@@ -15,6 +15,22 @@ pub fn write_lookup(out: &mut Vec<u8>, view: &View, value: &str) -> bool {
     l.listed
 }
 
+/// Appends the answers for a batch's `values`, comma-separated, in order; returns how many were
+/// listed. The same text as [`write_lookup`] per value, with each next value's index memory
+/// requested ahead of its lookup ([`crate::index::Index::prefetching`]).
+pub fn write_lookups<S: AsRef<str>>(out: &mut Vec<u8>, view: &View, values: &[S]) -> usize {
+    let mut hits = 0;
+    let mut first = true;
+    view.index.prefetching(values, |v| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        hits += usize::from(write_lookup(out, view, v));
+    });
+    hits
+}
+
 /// Looks a value up in the view and adds warninglist hits when an oracle is wired.
 pub(crate) fn lookup_in<'a>(view: &'a View, value: &'a str) -> Lookup<'a> {
     let mut l = view.index.lookup(value);
@@ -282,5 +298,93 @@ mod tests {
                 "query {q:?}"
             );
         }
+    }
+
+    /// A batch's answers are the single answers, in order, joined by commas: over many random
+    /// values (listed, their parents and children, other shapes, upper case, defanged text),
+    /// batches of every length up to a few stages of the prefetching pipeline and beyond.
+    #[test]
+    fn batches_answer_like_single_lookups() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        let word = |rng: &mut fastrand::Rng| {
+            let n = rng.usize(1..4);
+            (0..n)
+                .map(|_| rng.alphabetic())
+                .collect::<String>()
+                .to_lowercase()
+        };
+        let mut listed = Vec::new();
+        for i in 0..600 {
+            let (v, kind) = match i % 6 {
+                0 => (
+                    format!("{}.{}.example", word(&mut rng), word(&mut rng)),
+                    Kind::Domain,
+                ),
+                1 => (
+                    format!("{}.{}.test", word(&mut rng), word(&mut rng)),
+                    Kind::Hostname,
+                ),
+                2 => (
+                    format!("10.{}.{}.{}", rng.u8(..4), rng.u8(..4), rng.u8(..4)),
+                    Kind::Ip,
+                ),
+                3 => (format!("10.{}.0.0/16", rng.u8(..4)), Kind::Cidr),
+                4 => (
+                    format!("http://{}.example/{}", word(&mut rng), word(&mut rng)),
+                    Kind::Url,
+                ),
+                _ => (
+                    format!("{}@{}.example", word(&mut rng), word(&mut rng)),
+                    Kind::Email,
+                ),
+            };
+            let attr = format!("5f1a0c3e-0000-4000-8000-{i:012}");
+            listed.push(ind(&v, kind, &format!("feed-{}", i % 3), &attr, &[]));
+        }
+        let values: Vec<String> = listed.iter().map(|l| l.value.to_string()).collect();
+        let view = View {
+            index: Arc::new(Index::build(listed)),
+            ..View::default()
+        };
+        let mut queries = Vec::new();
+        for _ in 0..3000 {
+            let v = &values[rng.usize(..values.len())];
+            queries.push(match rng.u8(..8) {
+                0 => v.clone(),
+                1 => format!("{}.{v}", word(&mut rng)),
+                2 => v.split_once('.').map_or(v.clone(), |(_, p)| p.to_string()),
+                3 => v.to_uppercase(),
+                4 => format!(" http://{v}/x "),
+                5 => v.replace('.', "[.]"),
+                6 => format!("{}.unlisted.example", word(&mut rng)),
+                _ => format!("{:032x}", rng.u128(..)),
+            });
+        }
+        let mut listed_seen = 0;
+        let mut start = 0;
+        while start < queries.len() {
+            let n = rng.usize(0..12).min(queries.len() - start);
+            let batch = &queries[start..start + n];
+            let mut want = Vec::new();
+            let mut want_hits = 0;
+            for (i, q) in batch.iter().enumerate() {
+                if i > 0 {
+                    want.push(b',');
+                }
+                want_hits += usize::from(write_lookup(&mut want, &view, q));
+            }
+            let mut got = Vec::new();
+            assert_eq!(write_lookups(&mut got, &view, batch), want_hits);
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                String::from_utf8(want).unwrap()
+            );
+            listed_seen += want_hits;
+            start += n.max(1);
+        }
+        assert!(
+            listed_seen > 500,
+            "the queries hit the index: {listed_seen}"
+        );
     }
 }

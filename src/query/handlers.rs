@@ -1,7 +1,8 @@
 //! One connection and its requests: routing, the JSON endpoints, errors as JSON.
 
+use super::batch::BatchValues;
 use super::{encode, export, metrics, Settings};
-use crate::state::{AdminCommand, Changes, Shared, View};
+use crate::state::{AdminCommand, Changes, Shared};
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -250,14 +251,14 @@ pub fn parse_lookup_body(body: &[u8], max_batch: usize) -> Result<Vec<Cow<'_, st
             ),
         ));
     }
-    if let Some(i) = batch.values.iter().position(|v| v.len() > MAX_VALUE_LEN) {
+    if let Some(i) = batch.values.iter().position(|v| v.0.len() > MAX_VALUE_LEN) {
         return Err(BadRequest::new(
             StatusCode::BAD_REQUEST,
             "value-too-long",
             format!("value {i} is longer than {MAX_VALUE_LEN} bytes"),
         ));
     }
-    Ok(batch.values)
+    Ok(batch.values.into_iter().map(|v| v.0).collect())
 }
 
 fn lookup_get(req: &Request<Incoming>, ctx: &Ctx) -> Resp {
@@ -276,8 +277,13 @@ fn lookup_get(req: &Request<Incoming>, ctx: &Ctx) -> Resp {
 #[serde(deny_unknown_fields)]
 struct Batch<'a> {
     #[serde(borrow)]
-    values: Vec<Cow<'a, str>>,
+    values: Vec<BatchValue<'a>>,
 }
+
+/// serde borrows a `Cow<str>` only when it is a field of its own, never inside a `Vec`: without
+/// this wrapper every value was copied into a `String`.
+#[derive(serde::Deserialize)]
+struct BatchValue<'a>(#[serde(borrow)] Cow<'a, str>);
 
 async fn lookup_post(req: Request<Incoming>, ctx: &Ctx) -> Resp {
     let max = ctx.settings.max_body_bytes;
@@ -321,22 +327,21 @@ async fn lookup_post(req: Request<Incoming>, ctx: &Ctx) -> Resp {
     let mut out = Vec::with_capacity(64 + n * ANSWER_BYTES);
     out.extend_from_slice(b"{\"results\":[");
     let hits = if n < PARALLEL_BATCH {
-        write_answers(&mut out, &view, values.iter().map(|v| &**v))
+        encode::write_lookups(&mut out, &view, &values)
     } else {
         // Milliseconds of work: on the blocking pool, split across the cores, so this
         // connection's batch neither holds an async worker (other clients' requests would wait
         // behind it) nor waits for one core.
-        let owned: Arc<Vec<String>> = Arc::new(values.into_iter().map(Cow::into_owned).collect());
+        let shared = Arc::new(BatchValues::new(&body, values));
         let parts = cores().clamp(1, 8).min(n / (PARALLEL_BATCH / 2));
         let per = n.div_ceil(parts);
         let tasks: Vec<_> = (0..parts)
             .map(|p| {
-                let (owned, view) = (owned.clone(), view.clone());
+                let (shared, view) = (shared.clone(), view.clone());
                 tokio::task::spawn_blocking(move || {
-                    let len = owned.len();
-                    let part = &owned[(p * per).min(len)..((p + 1) * per).min(len)];
+                    let part = shared.part(p * per, (p + 1) * per);
                     let mut out = Vec::with_capacity(part.len() * ANSWER_BYTES);
-                    let hits = write_answers(&mut out, &view, part.iter().map(|v| v.as_str()));
+                    let hits = encode::write_lookups(&mut out, &view, &part);
                     (out, hits)
                 })
             })
@@ -387,22 +392,6 @@ const PARALLEL_BATCH: usize = 256;
 /// Room reserved per answer: a typical mix (misses ~50 bytes, hits ~300), so a large buffer is
 /// seldom regrown.
 const ANSWER_BYTES: usize = 160;
-
-/// Appends the answers for `values`, comma-separated; returns how many were listed.
-fn write_answers<'a>(
-    out: &mut Vec<u8>,
-    view: &View,
-    values: impl Iterator<Item = &'a str>,
-) -> usize {
-    let mut hits = 0;
-    for (i, v) in values.enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        hits += usize::from(encode::write_lookup(out, view, v));
-    }
-    hits
-}
 
 fn status(ctx: &Ctx) -> Resp {
     let view = ctx.shared.load();
@@ -684,6 +673,10 @@ mod tests {
     fn lookup_body() {
         let v = parse_lookup_body(br#"{"values":["a.example","10.0.0.1"]}"#, 2).unwrap();
         assert_eq!(v, ["a.example", "10.0.0.1"]);
+        // borrowed from the body unless there is an escape to decode
+        let v = parse_lookup_body(br#"{"values":["a.example","b\u00e9.example"]}"#, 2).unwrap();
+        assert!(matches!(v[0], Cow::Borrowed("a.example")));
+        assert!(matches!(&v[1], Cow::Owned(s) if s == "b\u{e9}.example"));
         let e = parse_lookup_body(br#"{"values":["a","b","c"]}"#, 2).unwrap_err();
         assert_eq!((e.status, e.code), (413, "too-many-values"));
         for bad in [
@@ -694,5 +687,13 @@ mod tests {
         ] {
             assert_eq!(parse_lookup_body(bad, 2).unwrap_err().code, "bad-json");
         }
+        // the reason serde gives for a value that is not a string is kept
+        let e = parse_lookup_body(br#"{"values":["a",1]}"#, 2).unwrap_err();
+        assert!(
+            e.message
+                .contains("invalid type: integer `1`, expected a string"),
+            "{}",
+            e.message
+        );
     }
 }

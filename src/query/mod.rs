@@ -6,9 +6,10 @@
 //! request time. Callers can be restricted by peer credentials (`SO_PEERCRED`).
 //! See docs/query-api.md for the endpoints.
 
+mod batch;
 pub mod client;
 mod encode;
-pub use encode::write_lookup;
+pub use encode::{write_lookup, write_lookups};
 mod export;
 mod handlers;
 pub use handlers::{parse_lookup_body, parse_lookup_query, BadRequest};
