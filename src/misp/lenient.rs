@@ -4,7 +4,7 @@
 //! (an unusual shape, a positional row, anything refused), its careful decoders run instead, so
 //! what a body decodes to never depends on which path read it.
 
-use super::wire::{Decoded, EventContext, Shared, WireAttribute, WireEventRef, WireTag};
+use super::wire::{Decoded, EventContext, Present, Shared, WireAttribute, WireEventRef, WireTag};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
@@ -549,6 +549,8 @@ pub(super) fn rest_search(text: &str) -> Option<Decoded> {
     struct Bare<'a> {
         #[serde(borrow, rename = "Attribute")]
         attribute: Rows<'a, false>,
+        #[serde(default)]
+        response: Present,
     }
     #[derive(Deserialize)]
     struct Wrapped<'a> {
@@ -557,9 +559,14 @@ pub(super) fn rest_search(text: &str) -> Option<Decoded> {
     }
     let rows = match serde_json::from_str::<Wrapped>(text) {
         Ok(w) => w.response.attribute,
-        // A body with a `response` key that did not parse above is not bare.
-        Err(_) if text.contains("\"response\"") => return None,
-        Err(_) => serde_json::from_str::<Bare>(text).ok()?.attribute,
+        // A body with a `response` key (however spelled) that did not parse above is not bare.
+        Err(_) => match serde_json::from_str::<Bare>(text).ok()? {
+            Bare {
+                response: Present(true),
+                ..
+            } => return None,
+            bare => bare.attribute,
+        },
     };
     let mut out = Decoded::default();
     rows.into_decoded(EventContext::default(), &mut out, &mut Shared::default());
@@ -917,6 +924,8 @@ mod tests {
         assert!(bad > ROWS.len() / 2, "{bad}");
     }
 
+    const ESCAPED_RESPONSE: &str = r#"{"respons\u0065":{"Attribute":[{"uuid":"a","type":"ip-dst","value":"1.2.3.4"},{"uuid":"b","type":"ip-dst","value":"5.6.7.8","Event":[]}]},"Attribute":[]}"#;
+
     #[test]
     fn odd_bodies_decode_as_the_careful_decoders_decode_them() {
         for body in [
@@ -930,10 +939,21 @@ mod tests {
             r#"[{"Attribute":[{"uuid":"a","type":"md5","value":"x"}]}]"#,
             r#"{"response":{"Attribute":[{"uuid":"a","type":"md5","value":"x"}]}} x"#,
             r#"{"response":{"Attribute":[{"uuid":"a","type":"md5","value":"x"},]}}"#,
+            // `response` spelled with an escape is still `response` (found in review: the
+            // fast path used to read the empty top-level list instead)
+            ESCAPED_RESPONSE,
+            r#"{"respons\u0065":{"Attribute":[["a","ip-dst",null,"1.2.3.4"]]},"Attribute":[]}"#,
+            r#"{"Attribute":[{"uuid":"a","type":"md5","value":"x"}],"response":null}"#,
             "",
         ] {
             check_page(body.as_bytes());
         }
+        let d = super::super::wire::decode_rest_search(ESCAPED_RESPONSE.as_bytes()).unwrap();
+        assert_eq!(
+            (d.rows, d.attributes.len()),
+            (2, 2),
+            "the rows inside the escaped `response`, not the empty top-level list"
+        );
         check_page(b"{\"Attribute\":[{\"uuid\":\"a\",\"type\":\"md5\",\"value\":\"\xff\"}]}");
         for body in [
             r#"{"Event":{"uuid":"e","Attribute":null,"Object":null}}"#,

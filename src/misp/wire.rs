@@ -400,6 +400,8 @@ fn raw_rows(body: &[u8]) -> Option<Vec<&serde_json::value::RawValue>> {
     struct Rows<'a> {
         #[serde(borrow, rename = "Attribute")]
         attribute: Vec<&'a RawValue>,
+        #[serde(default)]
+        response: Present,
     }
     #[derive(Deserialize)]
     struct Wrapped<'a> {
@@ -411,8 +413,20 @@ fn raw_rows(body: &[u8]) -> Option<Vec<&serde_json::value::RawValue>> {
         return Some(w.response.attribute);
     }
     let bare = serde_json::from_str::<Rows>(text).ok()?;
-    // A body with a `response` key that did not parse above is not bare: let the careful path judge it.
-    (!text.contains("\"response\"")).then_some(bare.attribute)
+    // A body with a `response` key that did not parse above is not bare: let the careful path
+    // judge it. The parser says whether the key is there, escaped (`respons\u0065`) or not.
+    (!bare.response.0).then_some(bare.attribute)
+}
+
+/// Whether a key was present in an object, whatever its value (`null` included); read through
+/// the parser, so an escaped spelling of the key counts too.
+#[derive(Default)]
+pub(super) struct Present(pub(super) bool);
+
+impl<'de> Deserialize<'de> for Present {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        de::IgnoredAny::deserialize(d).map(|_| Present(true))
+    }
 }
 
 /// Decodes a feed event file `{"Event":{..., "Attribute":[...], "Object":[{"Attribute":[...]}]}}`

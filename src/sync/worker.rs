@@ -259,6 +259,9 @@ impl Worker {
         if state.on_disk {
             return;
         }
+        // A state no sync has filled (the file could not be read just now, then the sync
+        // failed) is never written over the file: it may be sound, and the next load retries it.
+        let saved = saved || !has_synced(state);
         let taken = std::mem::take(state);
         let path = self.store_path.clone();
         let name = self.name.clone();
