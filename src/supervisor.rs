@@ -751,27 +751,18 @@ impl Supervisor {
                 .collect(),
         };
         let dir = self.config.daemon.state_dir.clone();
-        match tokio::task::spawn_blocking(move || snapshot::write(&dir, &snap)).await {
-            Ok(Ok(())) => self
-                .shared
-                .metrics()
-                .snapshot_written
-                .store(now_epoch(), Ordering::Relaxed),
-            Ok(Err(e)) => {
-                self.shared
-                    .metrics()
-                    .snapshot_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, "could not write the snapshot")
+        let error = match tokio::task::spawn_blocking(move || snapshot::write(&dir, &snap)).await {
+            Ok(Ok(())) => {
+                let m = self.shared.metrics();
+                m.snapshot_written.store(now_epoch(), Ordering::Relaxed);
+                return;
             }
-            Err(e) => {
-                self.shared
-                    .metrics()
-                    .snapshot_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, "snapshot task failed")
-            }
-        }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => format!("the snapshot task failed: {e}"),
+        };
+        let m = self.shared.metrics();
+        m.snapshot_failures.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(error = %error, "could not write the snapshot");
     }
 }
 

@@ -36,11 +36,6 @@ fn baseline(d: &Daemon) -> Vec<(String, bool)> {
     a
 }
 
-fn config(double: &Double, dir: &std::path::Path, url: &str, extra: &str) -> String {
-    let ca = ca_file(dir, double);
-    config_head("") + &misp_source("prod", url, &double.pin(), Some(&ca), "misp-prod", extra)
-}
-
 /// Waits until the source's state is `state` and its last error contains `needle`.
 fn wait_fault(d: &Daemon, state: &str, needle: &str) -> Value {
     let st = d.wait_status(Duration::from_secs(15), |s| {
@@ -58,7 +53,7 @@ fn every_remote_fault_keeps_the_served_set_and_recovers() {
     let tmp = tempfile::tempdir().unwrap();
     let mut double = Double::start();
     write_credential(tmp.path(), "misp-prod", TEST_KEY);
-    let good = config(&double, tmp.path(), &double.url(), "timeout = \"1s\"");
+    let good = prod_config(&double, tmp.path(), &double.url(), "timeout = \"1s\"");
     let mut d = start(tmp.path(), &good, &[]);
     wait_ready(&mut d);
     let st = wait_ok(&d, "prod");
@@ -158,7 +153,7 @@ fn every_remote_fault_keeps_the_served_set_and_recovers() {
     let nodns = format!("https://does-not-exist.invalid:{port}");
     std::fs::write(
         &d.config,
-        config(&double, tmp.path(), &nodns, "timeout = \"1s\"")
+        prod_config(&double, tmp.path(), &nodns, "timeout = \"1s\"")
             .replace("{dir}", tmp.path().to_str().unwrap()),
     )
     .unwrap();
@@ -222,7 +217,7 @@ fn every_remote_fault_keeps_the_served_set_and_recovers() {
     let reload = |d: &mut Daemon, extra: &str| {
         std::fs::write(
             &d.config,
-            config(&double, tmp.path(), &double.url(), extra).replace("{dir}", dir),
+            prod_config(&double, tmp.path(), &double.url(), extra).replace("{dir}", dir),
         )
         .unwrap();
         d.signal("HUP");
@@ -264,7 +259,7 @@ fn sigkill_mid_sync_then_misp_down_serves_the_snapshot_and_a_corrupt_one_is_move
     let state = tmp.path().join("state");
     let mut double = Double::start();
     write_credential(tmp.path(), "misp-prod", TEST_KEY);
-    let cfg = config(&double, tmp.path(), &double.url(), "");
+    let cfg = prod_config(&double, tmp.path(), &double.url(), "");
     let mut d = start(tmp.path(), &cfg, &[]);
     wait_ready(&mut d);
     wait_ok(&d, "prod");
@@ -414,7 +409,7 @@ fn poison_is_quarantined_and_mass_changes_are_held_until_released() {
         }));
     }
     write_credential(tmp.path(), "misp-prod", TEST_KEY);
-    let cfg = config(&double, tmp.path(), &double.url(), "full-resync = \"2s\"");
+    let cfg = prod_config(&double, tmp.path(), &double.url(), "full-resync = \"2s\"");
     let mut d = start(tmp.path(), &cfg, &[]);
     wait_ready(&mut d);
     wait_ok(&d, "prod");
@@ -578,7 +573,7 @@ fn sigkill_during_snapshot_writes_leaves_the_old_or_the_new_snapshot() {
         .srv()
         .add_attributes((0..BASE).map(kill_test_attr).collect());
     write_credential(tmp.path(), "misp-prod", TEST_KEY);
-    let cfg = config(&double, tmp.path(), &double.url(), "page-size = 50000");
+    let cfg = prod_config(&double, tmp.path(), &double.url(), "page-size = 50000");
     let mut d = start(tmp.path(), &cfg, &[]);
     wait_ready(&mut d);
     wait_ok(&d, "prod");

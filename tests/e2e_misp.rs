@@ -64,16 +64,7 @@ fn misp_synced_over_pinned_tls_with_a_systemd_credential_and_served_with_provena
         std::fs::Permissions::from_mode(0o400),
     )
     .unwrap();
-    let ca = ca_file(tmp.path(), &double);
-    let cfg = config_head("")
-        + &misp_source(
-            "prod",
-            &double.url(),
-            &double.pin(),
-            Some(&ca),
-            "misp-prod",
-            "full-resync = \"4s\"",
-        );
+    let cfg = prod_config(&double, tmp.path(), &double.url(), "full-resync = \"4s\"");
     let mut d = start(
         tmp.path(),
         &cfg,

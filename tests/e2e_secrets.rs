@@ -36,16 +36,7 @@ fn auth_failure_key_rotation_and_redirects_never_expose_the_key() {
     let tmp = tempfile::tempdir().unwrap();
     let double = Double::start();
     write_credential(tmp.path(), "misp-prod", TEST_KEY);
-    let ca = ca_file(tmp.path(), &double);
-    let cfg = config_head("")
-        + &misp_source(
-            "prod",
-            &double.url(),
-            &double.pin(),
-            Some(&ca),
-            "misp-prod",
-            "",
-        );
+    let cfg = prod_config(&double, tmp.path(), &double.url(), "");
     // The most verbose logging there is (every crate at trace): still no key.
     let mut d = start(tmp.path(), &cfg, &[("MISPD_LOG", "trace")]);
     wait_ready(&mut d);

@@ -17,16 +17,8 @@ const DOMAIN: &str = "ticketsparis24.com";
 const MD5: &str = "71a868cdcc6b79b7d274e3b558cd4596";
 
 fn config(double: &Double, dir: &Path, extra: &str) -> String {
-    let ca = ca_file(dir, double);
-    config_head("")
-        + &misp_source(
-            "prod",
-            &double.url(),
-            &double.pin(),
-            Some(&ca),
-            "misp-prod",
-            &format!("full-resync = \"1h\"\n{extra}"),
-        )
+    let extra = format!("full-resync = \"1h\"\n{extra}");
+    prod_config(double, dir, &double.url(), &extra)
 }
 
 /// The restSearch bodies the double has seen since it last forgot its requests.
@@ -53,16 +45,35 @@ fn first_sync(d: &Daemon, double: &Double) -> Value {
     }
 }
 
+/// A temporary directory and a MISP double serving the fixture attributes, its key installed.
+fn setup() -> (tempfile::TempDir, Double) {
+    let tmp = tempfile::tempdir().unwrap();
+    let double = Double::start();
+    double.srv().load_fixture_attributes();
+    write_credential(tmp.path(), "misp-prod", common::server::TEST_KEY);
+    (tmp, double)
+}
+
+/// Polls `done` until it holds, failing with `what` and the daemon's log at `deadline`.
+fn wait_for(d: &Daemon, deadline: Instant, what: &str, mut done: impl FnMut() -> bool) {
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `n` seconds from now.
+fn secs(n: u64) -> Instant {
+    Instant::now() + Duration::from_secs(n)
+}
+
 fn indicators(d: &Daemon) -> u64 {
     source(&d.status(), "prod")["indicators"].as_u64().unwrap()
 }
 
 #[test]
 fn store_on_disk_gives_incremental_syncs_across_restarts_and_damage_gives_a_full_one() {
-    let tmp = tempfile::tempdir().unwrap();
-    let double = Double::start();
-    double.srv().load_fixture_attributes();
-    write_credential(tmp.path(), "misp-prod", common::server::TEST_KEY);
+    let (tmp, double) = setup();
     let cfg = config(&double, tmp.path(), "");
     let store = tmp.path().join("state/stores/prod.store");
 
@@ -72,11 +83,7 @@ fn store_on_disk_gives_incremental_syncs_across_restarts_and_damage_gives_a_full
     assert!(first.get("attribute_timestamp").is_none(), "{first}");
     let served = indicators(&d);
     assert!(served >= 20 && listed(&d, DOMAIN) && listed(&d, MD5));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !store.exists() {
-        assert!(Instant::now() < deadline, "no store file\n{}", d.log_text());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(&d, secs(10), "no store file", || store.exists());
     // The next sync (interval 1 s) continues from the stored cursor.
     double.srv().clear_requests();
     let next = first_sync(&d, &double);
@@ -86,9 +93,9 @@ fn store_on_disk_gives_incremental_syncs_across_restarts_and_damage_gives_a_full
     std::thread::sleep(Duration::from_millis(1500));
     let before = modified();
     double.srv().clear_requests();
-    while searches(&double).len() < 2 {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(&d, secs(20), "no further sync", || {
+        searches(&double).len() >= 2
+    });
     wait_ok(&d, "prod");
     assert_eq!(
         modified(),
@@ -100,20 +107,14 @@ fn store_on_disk_gives_incremental_syncs_across_restarts_and_damage_gives_a_full
         "uuid": "5a1e0000-0000-4000-8000-0000000057a0", "type": "domain",
         "category": "Network activity", "value": "added-while-up-c2.net", "to_ids": true
     }));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while modified() == before {
-        assert!(
-            Instant::now() < deadline,
-            "the change was not written\n{}",
-            d.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let deadline = secs(10);
+    wait_for(&d, deadline, "the change was not written", || {
+        modified() != before
+    });
     // The file is written before the new set is published: wait for that too.
-    while !listed(&d, "added-while-up-c2.net") {
-        assert!(Instant::now() < deadline, "not published\n{}", d.log_text());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(&d, deadline, "not published", || {
+        listed(&d, "added-while-up-c2.net")
+    });
 
     // A restart goes on incrementally too, and what changed meanwhile arrives.
     let config_path = d.config.clone();
@@ -185,10 +186,7 @@ fn store_on_disk_gives_incremental_syncs_across_restarts_and_damage_gives_a_full
 
 #[test]
 fn a_reload_revalidates_the_store_from_disk() {
-    let tmp = tempfile::tempdir().unwrap();
-    let double = Double::start();
-    double.srv().load_fixture_attributes();
-    write_credential(tmp.path(), "misp-prod", common::server::TEST_KEY);
+    let (tmp, double) = setup();
     // One sync an hour: what changes after the reload is the re-validation's doing.
     let cfg = config(&double, tmp.path(), "").replace("interval = \"1s\"", "interval = \"1h\"");
     let mut d = start(tmp.path(), &cfg, &[]);
@@ -196,11 +194,7 @@ fn a_reload_revalidates_the_store_from_disk() {
     wait_ok(&d, "prod");
     assert!(listed(&d, DOMAIN) && listed(&d, MD5));
     let store = tmp.path().join("state/stores/prod.store");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !store.exists() {
-        assert!(Instant::now() < deadline, "no store file\n{}", d.log_text());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(&d, secs(10), "no store file", || store.exists());
     double.srv().clear_requests();
     let allow = tmp.path().join("allow.txt");
     std::fs::write(&allow, format!("{DOMAIN}\n")).unwrap();
@@ -211,15 +205,7 @@ fn a_reload_revalidates_the_store_from_disk() {
     )
     .unwrap();
     d.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while listed(&d, DOMAIN) {
-        assert!(
-            Instant::now() < deadline,
-            "not re-validated\n{}",
-            d.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(&d, secs(15), "not re-validated", || !listed(&d, DOMAIN));
     assert!(listed(&d, MD5), "the rest of the store stays served");
     assert!(
         searches(&double).is_empty(),
@@ -238,21 +224,16 @@ fn a_reload_revalidates_the_store_from_disk() {
     .unwrap();
     d.signal("HUP");
     let renamed = tmp.path().join("state/stores/prod2.store");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while store.exists() || !renamed.exists() {
-        assert!(Instant::now() < deadline, "{}", d.log_text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(&d, secs(15), "the renamed source's file", || {
+        !store.exists() && renamed.exists()
+    });
     let (status, log, _) = d.stop();
     assert!(status.success(), "{log}");
 }
 
 #[test]
 fn an_unwritable_store_directory_keeps_the_store_in_memory() {
-    let tmp = tempfile::tempdir().unwrap();
-    let double = Double::start();
-    double.srv().load_fixture_attributes();
-    write_credential(tmp.path(), "misp-prod", common::server::TEST_KEY);
+    let (tmp, double) = setup();
     // A file where the directory should be: no store file can be written (even by root).
     std::fs::create_dir_all(tmp.path().join("state")).unwrap();
     std::fs::write(tmp.path().join("state/stores"), b"not a directory").unwrap();

@@ -87,8 +87,9 @@ pub(crate) fn render(ctx: &Ctx) -> String {
             s.state.as_str()
         );
     }
-    sources(&mut o, &view.sources, now_epoch());
-    if let Some(age) = snapshot_age(m.snapshot_written.load(Relaxed), now_epoch()) {
+    let now = now_epoch();
+    sources(&mut o, &view.sources, now);
+    if let Some(age) = snapshot_age(m.snapshot_written.load(Relaxed), now) {
         head(
             &mut o,
             "mispd_snapshot_age_seconds",

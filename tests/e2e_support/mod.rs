@@ -166,6 +166,13 @@ pins = ["{pin}"]
     )
 }
 
+/// The usual test config: the shared head and one source `prod` on the double at `url`, trusting
+/// its CA (written to `dir`), its key under the name `misp-prod`, plus `extra` keys.
+pub fn prod_config(double: &Double, dir: &Path, url: &str, extra: &str) -> String {
+    let ca = ca_file(dir, double);
+    config_head("") + &misp_source("prod", url, &double.pin(), Some(&ca), "misp-prod", extra)
+}
+
 /// Writes the double's certificate as `dir/misp.pem`.
 pub fn ca_file(dir: &Path, double: &Double) -> PathBuf {
     double.cert.write_pem(dir, "misp.pem")
