@@ -402,26 +402,18 @@ fn main() {
         &format!("{feed:?}"),
     );
     std::fs::write(&synced_config, text).unwrap();
-    let (mut child, synced) = start_daemon(
+    let mut child = sync_and_measure(
         &synced_config,
         dir.path(),
-        "bench ok",
-        Duration::from_secs(300),
-    );
-    match synced {
-        Some(d) => println!(
+        n,
+        "after its own full sync",
+        |d| {
+            println!(
             "  FULL SYNC of the feed by the daemon (start to source ok): {:.2} s  ({:.0} attributes/s end to end)",
             d.as_secs_f64(),
             n as f64 / d.as_secs_f64()
-        ),
-        None => println!("  FULL SYNC: the source was not ok within 300 s"),
-    }
-    settle(&state);
-    report_memory(
-        &child,
-        n,
-        &dir.path().join("q.sock"),
-        "after its own full sync",
+        )
+        },
     );
     let store_file = state.join("stores/bench.store");
     if let Ok(m) = std::fs::metadata(&store_file) {
@@ -436,28 +428,39 @@ fn main() {
 
     // A restart with that state: the worker goes on from its store file (the feed is unchanged:
     // no event is fetched again) and re-publishes the whole set.
-    let (mut child, synced) = start_daemon(
+    let mut child = sync_and_measure(
         &synced_config,
         dir.path(),
-        "bench ok",
-        Duration::from_secs(300),
-    );
-    match synced {
-        Some(d) => println!(
-            "  RESTART with the store file, start to source ok: {:.2} s",
-            d.as_secs_f64()
-        ),
-        None => println!("  RESTART: the source was not ok within 300 s"),
-    }
-    settle(&state);
-    report_memory(
-        &child,
         n,
-        &dir.path().join("q.sock"),
         "after the restart's first sync",
+        |d| {
+            println!(
+                "  RESTART with the store file, start to source ok: {:.2} s",
+                d.as_secs_f64()
+            )
+        },
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Starts the daemon on `config` (state in `dir/state`), reports how long its source took to
+/// be ok through `took`, lets the sync settle and reports its memory `when`.
+fn sync_and_measure(
+    config: &Path,
+    dir: &Path,
+    n: usize,
+    when: &str,
+    took: impl FnOnce(Duration),
+) -> std::process::Child {
+    let (child, synced) = start_daemon(config, dir, "bench ok", Duration::from_secs(300));
+    match synced {
+        Some(d) => took(d),
+        None => println!("  {when}: the source was not ok within 300 s"),
+    }
+    settle(&dir.join("state"));
+    report_memory(&child, n, &dir.join("q.sock"), when);
+    child
 }
 
 /// Let the snapshot write and the memory release after a sync finish. (The worker writes its
